@@ -1,0 +1,1 @@
+"""Ray Serve shells over NOA's cores: the only package that imports ray."""

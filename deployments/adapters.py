@@ -1,0 +1,53 @@
+"""Provider deployments: OpenAIAdapter, AnthropicAdapter (one shell, two names)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+from noa import assembly
+from noa.config import parse_config
+from noa.errors import ServiceUnavailableError
+from noa.providers.base import Body, Provider
+
+
+class ProviderShell:
+    """Serves one Provider core's methods to handles (RemoteProvider on the other side)."""
+
+    provider: Provider
+
+    async def chat(self, request: Body, model: str) -> Body:
+        return await self.provider.chat(request, model)
+
+    async def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+        async for chunk in self.provider.stream_chat(request, model):
+            yield chunk
+
+    async def completion(self, request: Body, model: str) -> Body:
+        return await self.provider.completion(request, model)
+
+    async def stream_completion(self, request: Body, model: str) -> AsyncIterator[Body]:
+        async for chunk in self.provider.stream_completion(request, model):
+            yield chunk
+
+    async def embeddings(self, request: Body, model: str) -> Body:
+        return await self.provider.embeddings(request, model)
+
+    async def check(self) -> None:
+        await self.provider.check()
+
+    async def __del__(self) -> None:
+        await self.provider.aclose()
+
+
+@serve.deployment
+class ProviderAdapter(ProviderShell):
+    """A cloud provider's SDK client in its own replicas (deployed as OpenAIAdapter, ...)."""
+
+    def __init__(self, config: dict[str, Any], name: str) -> None:
+        providers = assembly.cloud_providers(parse_config(config))
+        if name not in providers:
+            raise ServiceUnavailableError(f"provider '{name}' has no API key in this process")
+        self.provider = providers[name]

@@ -1,0 +1,68 @@
+"""``build_app``: NOA's Serve application from its config (``serve_config.yaml``'s ``args``).
+
+Gateway (ingress) ── LlamaCpp replicas (one deployment per local provider)
+    │      └──────── HealthActor, CacheActor
+    └── Router ──── OpenAIAdapter / AnthropicAdapter (enabled providers only), LlamaCpp
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+from ray.serve.deployment import Deployment
+
+from deployments.adapters import ProviderAdapter
+from deployments.gateway import Gateway
+from deployments.llamacpp import LlamaCpp
+from deployments.router import Router
+from deployments.support import CacheActor, HealthActor
+from noa import assembly
+from noa.config import NoaConfig, ReplicaConfig, parse_config
+
+ADAPTER_NAMES = {"openai": "OpenAIAdapter", "anthropic": "AnthropicAdapter"}
+
+
+def _sized(deployment: Deployment, sizing: ReplicaConfig, name: str | None = None) -> Deployment:
+    options: dict[str, Any] = {
+        "num_replicas": sizing.num_replicas,
+        "max_ongoing_requests": sizing.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": sizing.num_cpus},
+    }
+    if name:
+        options["name"] = name
+    return deployment.options(**options)
+
+
+def _name(base: str, provider: str, default: str) -> str:
+    return base if provider == default else f"{base}-{provider}"
+
+
+def build(config: NoaConfig) -> Application:
+    args = config.model_dump(mode="json")
+    d = config.deployment
+    local = {}
+    for name in assembly.local_provider_configs(config):
+        llama = d.llamacpp
+        local[name] = LlamaCpp.options(
+            name=_name("LlamaCpp", name, "local"),
+            num_replicas=llama.num_replicas,
+            max_ongoing_requests=llama.max_ongoing_requests,
+            ray_actor_options={"num_cpus": llama.num_cpus, "num_gpus": llama.num_gpus},
+        ).bind(args, name)
+    adapters = {}
+    for info in assembly.provider_infos(config):
+        if info.enabled and info.kind in ADAPTER_NAMES:
+            base = ADAPTER_NAMES[info.kind]
+            deployment = _sized(ProviderAdapter, d.adapters, _name(base, info.name, info.kind))
+            adapters[info.name] = deployment.bind(args, info.name)
+    tiny = ReplicaConfig(num_replicas=1, max_ongoing_requests=1000, num_cpus=0)
+    health = _sized(HealthActor, tiny).bind(args, local)
+    cache = _sized(CacheActor, tiny).bind()
+    router = _sized(Router, d.router).bind(args, adapters, local)
+    return _sized(Gateway, d.gateway).bind(args, local, router, health, cache)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Serve's entry point (``import_path: deployments.app:build_app``)."""
+    return build(parse_config(args or {}))

@@ -1,0 +1,103 @@
+"""The Gateway: NOA's HTTP ingress, and the app handle Python callers get.
+
+``serve.get_app_handle("noa")`` returns this deployment's handle. Its methods take the same JSON
+bodies as the HTTP API and return the same bodies; a body with ``"stream": true`` streams chunks
+through ``handle.options(stream=True)``:
+
+    handle = serve.get_app_handle("noa")
+    answer = await handle.chat.remote({"model": "smollm2", "messages": [...]})
+    async for chunk in handle.options(stream=True).chat.remote({..., "stream": True}): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from noa import assembly
+from noa.config import parse_config
+from noa.http.app import create_app
+from noa.http.render import json_response
+from noa.logs import configure_logging
+from noa.providers.base import Provider
+from noa.providers.remote import RemoteProvider
+from noa.router_remote import RemoteRouter
+from noa.service import NoaService, RouterLike
+
+Body = dict[str, Any]
+
+
+@serve.deployment
+@serve.ingress()
+class Gateway:
+    async def __init__(
+        self,
+        config: dict[str, Any],
+        local: dict[str, DeploymentHandle],
+        router: DeploymentHandle,
+        health: DeploymentHandle,
+        cache: DeploymentHandle,
+    ) -> None:
+        configure_logging()
+        self._config = parse_config(config)
+        self._health = health
+        self._cache = cache
+        registry = assembly.registry(self._config)
+        core: RouterLike
+        if self._config.deployment.hot_path == "inline":
+            # Measured fastest: cloud SDK clients in this replica, zero handle hops for them.
+            providers: dict[str, Provider] = dict(assembly.cloud_providers(self._config))
+            for name, handle in local.items():
+                providers[name] = RemoteProvider(name, "llamacpp", handle, multiplexed=True)
+            core = assembly.router(self._config, providers)
+        else:
+            core = RemoteRouter(router)
+        self.service = NoaService(core, registry)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        master = self._config.auth.master_key()
+        app = create_app(
+            self.service,
+            master_key=master.get_secret_value() if master else None,
+            max_body_bytes=self._config.server.max_body_bytes,
+        )
+
+        async def providers_health() -> Any:
+            return json_response(await self._health.snapshot.remote())
+
+        app.add_api_route(
+            "/health/providers",
+            providers_health,
+            methods=["GET"],
+            tags=["Health"],
+            summary="Latest active probe of each provider",
+        )
+        return app
+
+    # -- Python callers ----------------------------------------------------------------------
+
+    async def chat(self, body: Body) -> Body | AsyncIterator[Body]:
+        """Same body and result as ``POST /v1/chat/completions``."""
+        return await self.service.call("chat", body)
+
+    async def completions(self, body: Body) -> Body | AsyncIterator[Body]:
+        """Same body and result as ``POST /v1/completions``."""
+        return await self.service.call("completions", body)
+
+    async def embeddings(self, body: Body) -> Body:
+        """Same body and result as ``POST /v1/embeddings``."""
+        result = await self.service.call("embeddings", body)
+        assert isinstance(result, dict)
+        return result
+
+    def models(self) -> Body:
+        """Same result as ``GET /v1/models``."""
+        return self.service.list_models()
+
+    def model(self, model_id: str) -> Body:
+        """Same result as ``GET /v1/models/{model_id}``."""
+        return self.service.get_model(model_id)

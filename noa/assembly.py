@@ -1,0 +1,97 @@
+"""Building the cores from a ``NoaConfig``: providers, the registry, the router.
+
+The Serve builder (``deployments/app.py``) and the tests assemble NOA from these functions; only
+the placement differs (a provider in-process, or a ``RemoteProvider`` over a handle).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from noa.config import (
+    BUNDLED_MODEL_NAME,
+    AnthropicProviderConfig,
+    LlamaCppProviderConfig,
+    NoaConfig,
+    OpenAIProviderConfig,
+)
+from noa.providers.anthropic_provider import AnthropicProvider
+from noa.providers.base import Provider
+from noa.providers.llamacpp_models import LlamaSettings, ModelCatalog, bundled_model_path
+from noa.providers.openai_provider import OpenAIProvider
+from noa.registry import ModelRegistry, ProviderInfo
+from noa.router import Router
+
+Environ = Mapping[str, str]
+
+
+def provider_infos(config: NoaConfig, environ: Environ | None = None) -> list[ProviderInfo]:
+    """Each configured provider, enabled or not (cloud providers need their API key)."""
+    infos = []
+    for name, cfg in config.providers.items():
+        if isinstance(cfg, OpenAIProviderConfig | AnthropicProviderConfig):
+            enabled = cfg.api_key(environ) is not None
+            why = "" if enabled else f"set {cfg.api_key_env} to enable it"
+            infos.append(ProviderInfo(name, cfg.kind, enabled, why))
+        else:
+            infos.append(ProviderInfo(name, cfg.kind, True))
+    return infos
+
+
+def cloud_providers(config: NoaConfig, environ: Environ | None = None) -> dict[str, Provider]:
+    """In-process clients for every enabled OpenAI/Anthropic provider."""
+    providers: dict[str, Provider] = {}
+    for name, cfg in config.providers.items():
+        if not isinstance(cfg, OpenAIProviderConfig | AnthropicProviderConfig):
+            continue
+        key = cfg.api_key(environ)
+        if key is None:
+            continue
+        base_url = cfg.resolved_base_url(environ)
+        if isinstance(cfg, OpenAIProviderConfig):
+            providers[name] = OpenAIProvider.from_config(
+                name, cfg, key.get_secret_value(), base_url
+            )
+        else:
+            providers[name] = AnthropicProvider.from_config(
+                name, cfg, key.get_secret_value(), base_url
+            )
+    return providers
+
+
+def local_provider_configs(config: NoaConfig) -> dict[str, LlamaCppProviderConfig]:
+    return {n: c for n, c in config.providers.items() if isinstance(c, LlamaCppProviderConfig)}
+
+
+def catalog(cfg: LlamaCppProviderConfig) -> ModelCatalog:
+    bundled = (BUNDLED_MODEL_NAME, bundled_model_path()) if cfg.bundled else None
+    return ModelCatalog(cfg.models, cfg.models_dir, bundled)
+
+
+def llama_settings(cfg: LlamaCppProviderConfig, gpu_visible: bool) -> LlamaSettings:
+    default_layers = -1 if gpu_visible else 0
+    layers = cfg.n_gpu_layers if cfg.n_gpu_layers is not None else default_layers
+    return LlamaSettings(
+        n_ctx=cfg.n_ctx,
+        n_threads=cfg.n_threads or os.cpu_count() or 1,
+        n_batch=cfg.n_batch,
+        n_gpu_layers=layers,
+        chat_format=cfg.chat_format,
+    )
+
+
+def registry(config: NoaConfig, environ: Environ | None = None) -> ModelRegistry:
+    local = {name: catalog(cfg).names() for name, cfg in local_provider_configs(config).items()}
+    return ModelRegistry(config.models, provider_infos(config, environ), local)
+
+
+def router(
+    config: NoaConfig, providers: Mapping[str, Provider], environ: Environ | None = None
+) -> Router:
+    """A router over ``providers``; llama.cpp answers are reported under NOA's model ids."""
+    return Router(
+        registry(config, environ),
+        providers,
+        rename_models=frozenset(local_provider_configs(config)),
+    )

@@ -1,0 +1,197 @@
+"""The FastAPI application: NOA's OpenAI-compatible HTTP API over a ``NoaService``."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import noa
+from noa.http.auth import MasterKey
+from noa.http.middleware import GatewayMiddleware
+from noa.http.render import NoaRoute, correlation_id, error_response, json_response, result_response
+from noa.service import NoaService
+from noa.wire.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+
+DOCS_ASSETS = "/_noa/docs-assets"
+
+DESCRIPTION = """OpenAI-compatible gateway over OpenAI, Anthropic and local GGUF models.
+
+When the server has a master key (`NOA_MASTER_KEY`), every `/v1` and `/api/v1` route needs
+`Authorization: Bearer <key>`. Errors are OpenAI-shaped: `{"error": {"message", "type", "param",
+"code", "category", "correlation_id"}}`.
+"""
+
+
+def _swagger_assets() -> Path | None:
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
+
+
+def _wants_usage(body: ChatCompletionRequest | CompletionRequest) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+def _api_router(service: NoaService) -> APIRouter:
+    router = APIRouter(route_class=NoaRoute)
+
+    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+        return result_response(await service.chat(body), request, _wants_usage(body))
+
+    async def completions(request: Request, body: CompletionRequest) -> Response:
+        return result_response(await service.completion(body), request, _wants_usage(body))
+
+    async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
+        return result_response(await service.embeddings(body), request, False)
+
+    async def list_models() -> Response:
+        return json_response(service.list_models())
+
+    async def get_model(model_id: str) -> Response:
+        return json_response(service.get_model(model_id))
+
+    openai_tag, seed_tag = ["OpenAI API"], ["Seed API aliases"]
+    router.add_api_route(
+        "/v1/chat/completions",
+        chat_completions,
+        methods=["POST"],
+        tags=openai_tag,
+        summary="Create a chat completion (JSON or SSE stream)",
+    )
+    router.add_api_route(
+        "/v1/completions",
+        completions,
+        methods=["POST"],
+        tags=openai_tag,
+        summary="Create a text completion (JSON or SSE stream)",
+    )
+    router.add_api_route(
+        "/v1/embeddings",
+        embeddings,
+        methods=["POST"],
+        tags=openai_tag,
+        summary="Create embeddings",
+    )
+    router.add_api_route(
+        "/v1/models", list_models, methods=["GET"], tags=openai_tag, summary="List models"
+    )
+    router.add_api_route(
+        "/v1/models/{model_id:path}",
+        get_model,
+        methods=["GET"],
+        tags=openai_tag,
+        summary="Retrieve a model",
+    )
+    router.add_api_route(
+        "/api/v1/inference/chat",
+        chat_completions,
+        methods=["POST"],
+        tags=seed_tag,
+        summary="Alias of /v1/chat/completions",
+        operation_id="seed_chat",
+    )
+    router.add_api_route(
+        "/api/v1/inference/embeddings",
+        embeddings,
+        methods=["POST"],
+        tags=seed_tag,
+        summary="Alias of /v1/embeddings",
+        operation_id="seed_embeddings",
+    )
+    router.add_api_route(
+        "/api/v1/models",
+        list_models,
+        methods=["GET"],
+        tags=seed_tag,
+        summary="Alias of /v1/models",
+        operation_id="seed_list_models",
+    )
+    router.add_api_route(
+        "/api/v1/models/{model_id:path}",
+        get_model,
+        methods=["GET"],
+        tags=seed_tag,
+        summary="Alias of /v1/models/{model_id}",
+        operation_id="seed_get_model",
+    )
+    return router
+
+
+def _docs(app: FastAPI) -> None:
+    assets = _swagger_assets()
+    if assets is not None:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    def swagger(request: Request) -> HTMLResponse:
+        kwargs: dict[str, Any] = {}
+        if assets is not None:
+            kwargs = {
+                "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
+                "swagger_favicon_url": f"{DOCS_ASSETS}/favicon.png",
+            }
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="NOA API", **kwargs)
+
+    for path in ("/docs", "/api-docs"):
+        app.add_api_route(path, swagger, methods=["GET"], include_in_schema=False)
+
+
+def create_app(
+    service: NoaService, *, master_key: str | None, max_body_bytes: int = 10 * 1024 * 1024
+) -> FastAPI:
+    """The ASGI app: FastAPI routes behind NOA's middleware."""
+    app = FastAPI(
+        title="NOA",
+        version=noa.__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.include_router(_api_router(service))
+
+    async def health() -> Response:
+        return json_response({"status": "ok"})
+
+    app.add_api_route("/health", health, methods=["GET"], tags=["Health"], summary="Liveness")
+    _docs(app)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        return error_response(exc, correlation_id(request))
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, http_error)
+
+    key = MasterKey(master_key) if master_key else None
+    if key is not None:
+        _declare_bearer_auth(app)
+    app.add_middleware(GatewayMiddleware, master_key=key, max_body_bytes=max_body_bytes)
+    return app
+
+
+def _declare_bearer_auth(app: FastAPI) -> None:
+    """Show the bearer scheme in OpenAPI (auth itself is enforced by the middleware)."""
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = base_openapi()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}
+            }
+            for path, ops in schema.get("paths", {}).items():
+                if path.startswith(("/v1/", "/api/v1/")):
+                    for op in ops.values():
+                        op["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

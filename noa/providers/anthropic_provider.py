@@ -1,0 +1,120 @@
+"""Anthropic's Messages API through the official ``anthropic`` async SDK.
+
+Translation lives in ``anthropic_translate`` (pure functions); this module only moves bytes and
+maps SDK exceptions to NoaErrors in ``_translate_errors``, the one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anthropic
+import orjson
+
+from noa.config import AnthropicProviderConfig
+from noa.errors import NoaError, UpstreamError, UpstreamTimeoutError, error_for_upstream_status
+from noa.providers import anthropic_translate as translate
+from noa.providers.base import Body, Provider
+from noa.wire import sse
+
+
+def _message_of(e: anthropic.APIStatusError) -> str:
+    body = e.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return e.message
+
+
+class AnthropicProvider(Provider):
+    """OpenAI-shaped chat (JSON and SSE) over Claude models."""
+
+    kind = "anthropic"
+
+    def __init__(
+        self, name: str, client: anthropic.AsyncAnthropic, default_max_tokens: int = 4096
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._default_max_tokens = default_max_tokens
+
+    @classmethod
+    def from_config(
+        cls, name: str, config: AnthropicProviderConfig, api_key: str, base_url: str | None
+    ) -> AnthropicProvider:
+        client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=config.timeout_s,
+            max_retries=config.max_retries,
+        )
+        return cls(name, client, config.default_max_tokens)
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except NoaError as e:
+            e.provider = e.provider or self.name
+            raise
+        except anthropic.APIStatusError as e:
+            retry_after = e.response.headers.get("retry-after")
+            raise error_for_upstream_status(
+                e.status_code,
+                _message_of(e),
+                provider=self.name,
+                retry_after=float(retry_after) if (retry_after or "").isdigit() else None,
+            ) from e
+        except anthropic.APITimeoutError as e:
+            raise UpstreamTimeoutError(
+                f"provider '{self.name}' timed out", provider=self.name
+            ) from e
+        except anthropic.APIConnectionError as e:
+            raise UpstreamError(
+                f"provider '{self.name}' could not be reached: {e.message}", provider=self.name
+            ) from e
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UpstreamError(
+                f"provider '{self.name}' sent a malformed reply: {e}", provider=self.name
+            ) from e
+
+    def _params(self, request: Body, model: str) -> dict[str, Any]:
+        return translate.to_anthropic(request, model, self._default_max_tokens)
+
+    async def chat(self, request: Body, model: str) -> Body:
+        params = self._params(request, model)
+        with self._translate_errors():
+            raw = await self._client.messages.with_raw_response.create(**params)
+            message = orjson.loads(await raw.read())
+            if not isinstance(message, dict):
+                raise ValueError("expected a JSON object")
+            return translate.from_anthropic(message)
+
+    async def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+        params = self._params(request, model)
+        translator = translate.StreamTranslator(created=int(time.time()))
+        with self._translate_errors():
+            opener = self._client.messages.with_streaming_response.create(**params, stream=True)
+            async with opener as response:
+                async for data in sse.iter_data(response.iter_lines()):
+                    event = orjson.loads(data)
+                    if not isinstance(event, dict):
+                        raise ValueError("stream event is not a JSON object")
+                    for chunk in translator.feed(event):
+                        yield chunk
+            if not translator.finished:
+                raise UpstreamError(
+                    f"provider '{self.name}' ended the stream before message_stop",
+                    provider=self.name,
+                )
+
+    async def check(self) -> None:
+        with self._translate_errors():
+            await self._client.models.with_raw_response.list()
+
+    async def aclose(self) -> None:
+        await self._client.close()

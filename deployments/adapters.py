@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from ray import serve
@@ -22,15 +23,17 @@ class ProviderShell:
         return await self.provider.chat(request, model)
 
     async def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
-        async for chunk in self.provider.stream_chat(request, model):
-            yield chunk
+        async with aclosing(self.provider.stream_chat(request, model)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def completion(self, request: Body, model: str) -> Body:
         return await self.provider.completion(request, model)
 
     async def stream_completion(self, request: Body, model: str) -> AsyncIterator[Body]:
-        async for chunk in self.provider.stream_completion(request, model):
-            yield chunk
+        async with aclosing(self.provider.stream_completion(request, model)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def embeddings(self, request: Body, model: str) -> Body:
         return await self.provider.embeddings(request, model)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from noa.providers.base import Body
-from noa.providers.remote import unwrap_remote_error
+from noa.providers.remote import relay, unwrap_remote_error
 from noa.router import PrimedStream, Routed, RouteInfo, Router
 
 
@@ -42,12 +42,12 @@ class RemoteRouter:
 
     async def _open(self, method: str, request: Body) -> PrimedStream:
         generator = getattr(self._streaming, method).remote(request)
-        iterator = generator.__aiter__()
         try:
-            info: RouteInfo = await iterator.__anext__()
-        except Exception as e:
+            info: RouteInfo = await generator.__anext__()
+        except BaseException as e:
+            generator.cancel()
             raise unwrap_remote_error(e) from None
-        return PrimedStream(info, None, _unwrapping(iterator), None)
+        return PrimedStream(info, None, relay(generator), None)
 
     async def chat(self, request: Body) -> Routed:
         return await self._call("chat", request)
@@ -63,11 +63,3 @@ class RemoteRouter:
 
     async def embeddings(self, request: Body) -> Routed:
         return await self._call("embeddings", request)
-
-
-async def _unwrapping(iterator: Any) -> AsyncIterator[Body]:
-    try:
-        async for chunk in iterator:
-            yield chunk
-    except Exception as e:
-        raise unwrap_remote_error(e) from None

@@ -36,21 +36,20 @@ class RouterLike(Protocol):
 def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
     """A 400 naming the first offending field, as OpenAI does (``messages.0.role``)."""
     first = errors[0]
-    loc = [str(p) for p in first["loc"] if p != "body"]
-    param = ".".join(loc) or None
     kind = first["type"]
-    if param is None and kind == "missing":
-        return InvalidRequestError("The request body is empty: expected a JSON object.")
     if kind == "json_invalid":
         ctx = first.get("ctx") or {}
         return InvalidRequestError(
             f"The request body is not valid JSON: {ctx.get('error', first['msg'])}",
             code="invalid_json",
         )
+    param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+    if param is None:
+        if kind == "missing":
+            return InvalidRequestError("The request body is empty: expected a JSON object.")
+        return InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
     if kind == "missing":
         message = f"Missing required parameter: '{param}'."
-    elif kind == "model_attributes_type" or kind == "dict_type":
-        message = "The request body must be a JSON object."
     else:
         message = f"Invalid value for '{param}': {first['msg']}."
     return InvalidRequestError(message, param=param, code="invalid_value")

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tiny_gguf import write_tiny_llama
 
-sys.path.insert(0, str(Path(__file__).parent / "support"))
-
-from noa.providers.llamacpp_models import bundled_model_path  # noqa: E402
-from noa.testing.fake_upstream import FakeUpstream  # noqa: E402
-from tiny_gguf import write_tiny_llama  # noqa: E402
+from noa.providers.llamacpp_models import bundled_model_path
+from noa.testing.fake_upstream import FakeUpstream
 
 UPSTREAM_KEY = "upstream-test-key"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -71,8 +72,9 @@ def error_response(exc: BaseException, cid: str) -> Response:
 async def sse_events(stream: PrimedStream, with_usage: bool, cid: str) -> AsyncIterator[bytes]:
     """SSE frames ending in ``[DONE]``; a failure mid-stream ends with an error event instead."""
     try:
-        async for chunk in client_chunks(stream, with_usage):
-            yield sse.encode(chunk)
+        async with aclosing(client_chunks(stream, with_usage)) as chunks:
+            async for chunk in chunks:
+                yield sse.encode(chunk)
         yield sse.DONE
     except Exception as exc:
         yield sse.encode(as_noa_error(exc, cid).to_dict(cid))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import anthropic
@@ -99,8 +100,8 @@ class AnthropicProvider(Provider):
         translator = translate.StreamTranslator(created=int(time.time()))
         with self._translate_errors():
             opener = self._client.messages.with_streaming_response.create(**params, stream=True)
-            async with opener as response:
-                async for data in sse.iter_data(response.iter_lines()):
+            async with opener as response, aclosing(sse.iter_data(response.iter_lines())) as events:
+                async for data in events:
                     event = orjson.loads(data)
                     if not isinstance(event, dict):
                         raise ValueError("stream event is not a JSON object")

@@ -14,6 +14,7 @@ import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import aclosing
 from typing import Any
 
 from noa.errors import InvalidRequestError, NoaError, UpstreamError
@@ -116,7 +117,12 @@ class _TokenCounts:
         def counted() -> Iterator[Body]:
             for chunk in make():
                 choices = chunk.get("choices") or []
-                if choices and ("text" in choices[0] or "content" in choices[0].get("delta", {})):
+                # One chunk per token; the closing chunk (finish_reason set) carries none.
+                if (
+                    choices
+                    and choices[0].get("finish_reason") is None
+                    and ("text" in choices[0] or "content" in choices[0].get("delta", {}))
+                ):
                     if self.completion == 0:
                         self.prompt = int(llm.n_tokens)
                     self.completion += 1
@@ -204,9 +210,10 @@ class LlamaCppProvider(Provider):
         counts = _TokenCounts()
         last: Body | None = None
         chunks = counts.count(llm, lambda: llm.create_chat_completion(**kwargs, stream=True))
-        async for chunk in self._iterate(chunks):
-            last = chunk
-            yield responses.normalize_chat_chunk(chunk, model=model)
+        async with aclosing(self._iterate(chunks)) as produced:
+            async for chunk in produced:
+                last = chunk
+                yield responses.normalize_chat_chunk(chunk, model=model)
         if last is not None:
             yield responses.chat_chunk(
                 id=last["id"], model=model, created=last["created"], usage_=counts.usage()
@@ -236,9 +243,10 @@ class LlamaCppProvider(Provider):
         counts = _TokenCounts()
         last: Body | None = None
         chunks = counts.count(llm, lambda: llm.create_completion(prompt, **kwargs, stream=True))
-        async for chunk in self._iterate(chunks):
-            last = chunk
-            yield responses.normalize_completion_chunk(chunk, model=model)
+        async with aclosing(self._iterate(chunks)) as produced:
+            async for chunk in produced:
+                last = chunk
+                yield responses.normalize_completion_chunk(chunk, model=model)
         if last is not None:
             yield {
                 "id": last["id"],

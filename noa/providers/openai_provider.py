@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import openai
@@ -115,10 +116,10 @@ class OpenAIProvider(Provider):
         extra = self._split(request, "messages", "stream", "stream_options")
         extra["stream_options"] = {**request.get("stream_options", {}), "include_usage": True}
         create = self._client.chat.completions.with_streaming_response.create
-        async for chunk in self._stream(
-            create(model=model, messages=request["messages"], stream=True, extra_body=extra)
-        ):
-            yield responses.normalize_chat_chunk(chunk)
+        opener = create(model=model, messages=request["messages"], stream=True, extra_body=extra)
+        async with aclosing(self._stream(opener)) as chunks:
+            async for chunk in chunks:
+                yield responses.normalize_chat_chunk(chunk)
 
     async def completion(self, request: Body, model: str) -> Body:
         extra = self._split(request, "prompt", "stream")
@@ -132,10 +133,10 @@ class OpenAIProvider(Provider):
         extra = self._split(request, "prompt", "stream", "stream_options")
         extra["stream_options"] = {**request.get("stream_options", {}), "include_usage": True}
         create = self._client.completions.with_streaming_response.create
-        async for chunk in self._stream(
-            create(model=model, prompt=request["prompt"], stream=True, extra_body=extra)
-        ):
-            yield responses.normalize_completion_chunk(chunk)
+        opener = create(model=model, prompt=request["prompt"], stream=True, extra_body=extra)
+        async with aclosing(self._stream(opener)) as chunks:
+            async for chunk in chunks:
+                yield responses.normalize_completion_chunk(chunk)
 
     async def embeddings(self, request: Body, model: str) -> Body:
         extra = self._split(request, "input", "encoding_format")
@@ -150,8 +151,8 @@ class OpenAIProvider(Provider):
 
     async def _stream(self, opener: Any) -> AsyncIterator[Body]:
         with self._translate_errors():
-            async with opener as response:
-                async for data in sse.iter_data(response.iter_lines()):
+            async with opener as response, aclosing(sse.iter_data(response.iter_lines())) as events:
+                async for data in events:
                     if data == "[DONE]":
                         return
                     chunk = orjson.loads(data)

@@ -26,6 +26,23 @@ def unwrap_remote_error(e: BaseException) -> BaseException:
     return e
 
 
+async def relay(responses: Any) -> AsyncIterator[Any]:
+    """Items of a handle's response generator; closing early cancels the remote call."""
+    finished = False
+    try:
+        async for item in responses:
+            yield item
+        finished = True
+    except Exception as e:
+        finished = True
+        raise unwrap_remote_error(e) from None
+    finally:
+        if not finished:
+            cancel = getattr(responses, "cancel", None)
+            if cancel is not None:
+                cancel()
+
+
 class RemoteProvider(Provider):
     """Forwards every call to ``handle``; with ``multiplexed``, routes by model id."""
 
@@ -56,13 +73,10 @@ class RemoteProvider(Provider):
         return result
 
     async def _stream(self, method: str, request: Body, model: str) -> AsyncIterator[Body]:
-        try:
-            async for chunk in getattr(self._for(model, stream=True), method).remote(
-                request, model
-            ):
-                yield chunk
-        except Exception as e:
-            raise unwrap_remote_error(e) from None
+        async for chunk in relay(
+            getattr(self._for(model, stream=True), method).remote(request, model)
+        ):
+            yield chunk
 
     async def chat(self, request: Body, model: str) -> Body:
         return await self._call("chat", request, model)

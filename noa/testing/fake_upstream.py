@@ -12,18 +12,17 @@ import asyncio
 import hashlib
 import json
 import math
-import socket
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from noa.testing.server import ServerThread
 
 ANTHROPIC_SAMPLING = ("temperature", "top_p", "top_k")
 
@@ -79,9 +78,6 @@ class FakeUpstream:
         self.chunk_delay_s = chunk_delay_s
         self.script: deque[Step] = deque()
         self.requests: list[Recorded] = []
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -91,35 +87,24 @@ class FakeUpstream:
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
+        self._thread = ServerThread(self.app)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._thread.base_url
+
+    @property
+    def port(self) -> int:
+        return self._thread.port
 
     def start(self) -> FakeUpstream:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._thread.stop()
 
     def reset(self) -> None:
         self.script.clear()

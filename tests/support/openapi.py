@@ -1,7 +1,8 @@
-"""Validate response bodies against OpenAI's own OpenAPI description (shared/reference).
+"""Validate response bodies against OpenAI's own OpenAPI description.
 
-The description (``tests/data``) mixes OpenAPI 3.0's ``nullable: true`` into 3.1 schemas; it is read with 3.0's
-meaning (null allowed) so that jsonschema's draft 2020-12 applies it as OpenAI intends.
+The description (``tests/data``) mixes OpenAPI 3.0's ``nullable: true`` into 3.1 schemas; it is
+read with 3.0's meaning (null allowed) so that jsonschema's draft 2020-12 applies it as OpenAI
+intends.
 """
 
 from __future__ import annotations

@@ -19,11 +19,21 @@ CHAT_TEMPLATE = (
 
 def write_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 32, n_layer: int = 2) -> Path:
     rng = np.random.default_rng(seed)
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    words = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["\u2581" + w for w in (
-        "the", "a", "is", "hello", "world", "cat", "dog", "and", "of", "to")]
+    # Byte tokens for ASCII only: every token decodes to valid UTF-8 on its own, so
+    # llama-cpp-python's streaming never stalls re-decoding partial characters (random weights
+    # pick any token; a lone 0x80-0xFF byte makes it retry the rest of the stream each step).
+    # Prompts given to this model must be ASCII.
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(128)]
+    words = (
+        [chr(c) for c in range(ord("a"), ord("z") + 1)]
+        + ["\u2581"]
+        + [
+            "\u2581" + w
+            for w in ("the", "a", "is", "hello", "world", "cat", "dog", "and", "of", "to")
+        ]
+    )
     tokens += words
-    types = [2, 3, 3] + [6] * 256 + [1] * len(words)
+    types = [2, 3, 3] + [6] * 128 + [1] * len(words)
     n_vocab = len(tokens)
     n_head, n_ff, n_ctx = 4, 64, 512
 
@@ -40,7 +50,7 @@ def write_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 32, n_layer: in
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
-    w.add_token_scores([0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(len(words))])
+    w.add_token_scores([0.0] * 3 + [-1000.0] * 128 + [-float(i) for i in range(len(words))])
     w.add_token_types(types)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)

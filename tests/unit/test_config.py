@@ -32,7 +32,7 @@ def test_unknown_keys_are_errors_that_name_the_key(data: dict, named: str) -> No
 
 
 def test_provider_kind_is_a_discriminator() -> None:
-    with pytest.raises(ConfigError, match="providers.x"):
+    with pytest.raises(ConfigError, match=r"providers\.x"):
         parse_config({"providers": {"x": {"kind": "cohere"}}})
     config = parse_config({"providers": {"x": {"kind": "anthropic", "default_max_tokens": 99}}})
     assert config.providers["x"].kind == "anthropic"

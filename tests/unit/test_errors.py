@@ -13,7 +13,11 @@ def test_every_error_round_trips_through_pickle(cls: type[NoaError]) -> None:
     copy = pickle.loads(pickle.dumps(original))
     assert type(copy) is cls
     assert (copy.message, copy.param, copy.code, copy.retry_after, copy.provider) == (
-        "boom", "messages", "c", 3.0, "p",
+        "boom",
+        "messages",
+        "c",
+        3.0,
+        "p",
     )
     assert copy.status_code == cls.status_code
 

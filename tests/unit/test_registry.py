@@ -7,8 +7,12 @@ from noa.registry import ModelRegistry, ProviderInfo
 CONFIG = parse_config(
     {
         "models": [
-            {"id": "local/smollm2-135m-instruct", "aliases": ["smollm2"], "provider": "local",
-             "upstream": "smollm2-135m-instruct"},
+            {
+                "id": "local/smollm2-135m-instruct",
+                "aliases": ["smollm2"],
+                "provider": "local",
+                "upstream": "smollm2-135m-instruct",
+            },
             {"id": "gpt", "provider": "openai", "upstream": "gpt-4o-mini"},
             {"id": "claude", "provider": "anthropic", "upstream": "claude-x"},
         ]
@@ -30,7 +34,11 @@ def test_ids_aliases_and_prefixes_resolve() -> None:
     assert r.resolve("smollm2", "chat").model_id == "local/smollm2-135m-instruct"
     assert r.resolve("local/smollm2-135m-instruct", "chat").upstream == "smollm2-135m-instruct"
     route = r.resolve("openai/gpt-4.1", "chat")
-    assert (route.provider, route.upstream, route.model_id) == ("openai", "gpt-4.1", "openai/gpt-4.1")
+    assert (route.provider, route.upstream, route.model_id) == (
+        "openai",
+        "gpt-4.1",
+        "openai/gpt-4.1",
+    )
     assert r.resolve("local/other-gguf", "embeddings").upstream == "other-gguf"
     assert r.resolve("gpt", "chat").upstream == "gpt-4o-mini"
 

@@ -1,0 +1,105 @@
+"""SSE parsing, the TTL LRU, the health monitor, master-key auth, the CLI's bind guard."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from noa.cache_store import TtlLru
+from noa.cli import resolve_serve_config
+from noa.config import ConfigError, NoaConfig
+from noa.health import HealthMonitor
+from noa.http.auth import MasterKey, credential_from_headers
+from noa.http.context import accept_or_new
+from noa.wire import sse
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _lines(*lines: str) -> AsyncIterator[str]:
+    for line in lines:
+        yield line
+
+
+async def test_sse_data_events() -> None:
+    lines = _lines(
+        ": comment",
+        "event: x",
+        'data: {"a": 1}',
+        "",
+        "data: one",
+        "data: two",
+        "",
+        "data:[DONE]",
+        "",
+    )
+    assert [d async for d in sse.iter_data(lines)] == ['{"a": 1}', "one\ntwo", "[DONE]"]
+    assert sse.encode({"a": "b\nc"}) == b'data: {"a":"b\\nc"}\n\n'
+
+
+def test_ttl_lru_expiry_and_eviction() -> None:
+    clock = Clock()
+    store = TtlLru(2, 10, clock)
+    store.set("a", 1)
+    store.set("b", 2)
+    assert store.get("a") == 1
+    store.set("c", 3)  # evicts b, the least recently used
+    assert store.get("b") is None and store.get("c") == 3
+    clock.now += 11
+    assert store.get("a") is None
+    store.set("d", 4, ttl_s=0)
+    assert store.get("d") is None
+    assert store.stats() == {"entries": 1, "hits": 2, "misses": 3, "evictions": 1}
+
+
+async def test_health_monitor_records_probe_results() -> None:
+    clock = Clock()
+    healthy = True
+
+    async def probe() -> None:
+        clock.now += 0.25
+        if not healthy:
+            raise RuntimeError("connection refused")
+
+    monitor = HealthMonitor({"p": probe}, clock)
+    assert monitor.snapshot()["p"]["status"] == "unknown"
+    state = (await monitor.check_all())["p"]
+    assert state["status"] == "ok" and state["latency_ms"] == 250.0
+    healthy = False
+    await monitor.check("p")
+    await monitor.check("p")
+    state = monitor.snapshot()["p"]
+    assert state["status"] == "down" and state["consecutive_failures"] == 2
+    assert state["error"] == "connection refused"
+
+
+def test_master_key_and_credentials() -> None:
+    key = MasterKey("s3cret")
+    assert key.verify("s3cret")
+    assert not key.verify("s3cre") and not key.verify("") and not key.verify(None)
+    assert credential_from_headers("Bearer s3cret", None) == "s3cret"
+    assert credential_from_headers("bearer  s3cret ", None) == "s3cret"
+    assert credential_from_headers("Basic abc", "s3cret") is None
+    assert credential_from_headers(None, "s3cret") == "s3cret"
+
+
+def test_correlation_ids_are_accepted_only_when_safe() -> None:
+    assert accept_or_new("req-123_abc:1") == "req-123_abc:1"
+    for bad in (None, "", "a" * 200, "x\r\nSet-Cookie: y", "spa ce"):
+        new = accept_or_new(bad)
+        assert new != bad and len(new) == 32
+
+
+def test_serve_refuses_public_bind_without_master_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOA_MASTER_KEY", raising=False)
+    with pytest.raises(ConfigError, match="refusing to listen on 0"):
+        resolve_serve_config(NoaConfig(), "0.0.0.0", None)
+    config = resolve_serve_config(NoaConfig(), None, 9001)
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 9001)
+    monkeypatch.setenv("NOA_MASTER_KEY", "k")
+    assert resolve_serve_config(NoaConfig(), "0.0.0.0", None).server.host == "0.0.0.0"

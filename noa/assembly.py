@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from noa.config import (
     BUNDLED_MODEL_NAME,
@@ -18,10 +19,18 @@ from noa.config import (
 )
 from noa.providers.anthropic_provider import AnthropicProvider
 from noa.providers.base import Provider
-from noa.providers.llamacpp_models import LlamaSettings, ModelCatalog, bundled_model_path
+from noa.providers.llamacpp import LlamaCppProvider
+from noa.providers.llamacpp_models import (
+    LlamaSettings,
+    LruModelStore,
+    ModelCatalog,
+    bundled_model_path,
+    llama_loader,
+)
 from noa.providers.openai_provider import OpenAIProvider
 from noa.registry import ModelRegistry, ProviderInfo
 from noa.router import Router
+from noa.service import NoaService
 
 Environ = Mapping[str, str]
 
@@ -95,3 +104,14 @@ def router(
         providers,
         rename_models=frozenset(local_provider_configs(config)),
     )
+
+
+def inprocess_service(config: NoaConfig, environ: Environ | None = None) -> NoaService:
+    """Everything in this process (llama.cpp included): for tests and tools, not for serving."""
+    providers: dict[str, Provider] = dict(cloud_providers(config, environ))
+    for name, cfg in local_provider_configs(config).items():
+        executor = ThreadPoolExecutor(1, thread_name_prefix=f"llama-{name}")
+        loader = llama_loader(llama_settings(cfg, gpu_visible=False))
+        store = LruModelStore(catalog(cfg), loader, cfg.max_loaded_models, executor)
+        providers[name] = LlamaCppProvider(name, store, executor)
+    return NoaService(router(config, providers, environ), registry(config, environ))

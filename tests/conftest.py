@@ -15,6 +15,11 @@ UPSTREAM_KEY = "upstream-test-key"
 
 
 @pytest.fixture(scope="session")
+def upstream_key() -> str:
+    return UPSTREAM_KEY
+
+
+@pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream(api_key=UPSTREAM_KEY).start()
     yield fake

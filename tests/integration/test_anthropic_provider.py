@@ -1,7 +1,6 @@
 """The Anthropic provider through the real ``anthropic`` SDK against a fake Messages API."""
 
 import pytest
-from conftest import UPSTREAM_KEY
 from openapi import validate
 
 from noa import errors
@@ -14,12 +13,14 @@ TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type"
 
 
 @pytest.fixture
-def provider(fake: FakeUpstream) -> AnthropicProvider:
+def provider(fake: FakeUpstream, upstream_key: str) -> AnthropicProvider:
     config = AnthropicProviderConfig(max_retries=0, timeout_s=5, default_max_tokens=321)
-    return AnthropicProvider.from_config("anthropic", config, UPSTREAM_KEY, fake.base_url)
+    return AnthropicProvider.from_config("anthropic", config, upstream_key, fake.base_url)
 
 
-async def test_chat_translates_both_ways(provider: AnthropicProvider, fake: FakeUpstream) -> None:
+async def test_chat_translates_both_ways(
+    provider: AnthropicProvider, fake: FakeUpstream, upstream_key: str
+) -> None:
     body = await provider.chat({"messages": MSG, "temperature": 0.7, "stop": ["X"]}, "claude-t")
     validate("CreateChatCompletionResponse", body)
     assert body["choices"][0]["message"]["content"] == "echo: hello there"
@@ -32,7 +33,7 @@ async def test_chat_translates_both_ways(provider: AnthropicProvider, fake: Fake
     sent = fake.requests[-1]
     assert sent.path == "/v1/messages"
     assert sent.headers["anthropic-version"] == "2026-10-21"
-    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert sent.headers["authorization"] == f"Bearer {upstream_key}"
     assert sent.body["system"] == [{"type": "text", "text": "be brief"}]
     assert sent.body["max_tokens"] == 321 and sent.body["stop_sequences"] == ["X"]
     assert "temperature" not in sent.body

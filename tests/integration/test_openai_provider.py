@@ -1,7 +1,6 @@
 """The OpenAI provider through the real ``openai`` SDK against a fake upstream on loopback."""
 
 import pytest
-from conftest import UPSTREAM_KEY
 from openapi import validate
 
 from noa import errors
@@ -13,13 +12,13 @@ MSG = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture
-def provider(fake: FakeUpstream) -> OpenAIProvider:
+def provider(fake: FakeUpstream, upstream_key: str) -> OpenAIProvider:
     config = OpenAIProviderConfig(max_retries=0, timeout_s=5)
-    return OpenAIProvider.from_config("openai", config, UPSTREAM_KEY, f"{fake.base_url}/v1")
+    return OpenAIProvider.from_config("openai", config, upstream_key, f"{fake.base_url}/v1")
 
 
 async def test_chat_forwards_the_body_and_returns_the_upstream_json(
-    provider: OpenAIProvider, fake: FakeUpstream
+    provider: OpenAIProvider, fake: FakeUpstream, upstream_key: str
 ) -> None:
     body = await provider.chat(
         {"messages": MSG, "temperature": 0.3, "seed": 7, "user": "u", "custom_extra": {"a": 1}},
@@ -29,7 +28,7 @@ async def test_chat_forwards_the_body_and_returns_the_upstream_json(
     assert body["choices"][0]["message"]["content"] == "echo: hello there"
     sent = fake.requests[-1]
     assert sent.path == "/v1/chat/completions"
-    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert sent.headers["authorization"] == f"Bearer {upstream_key}"
     assert sent.body == {
         "model": "gpt-test",
         "messages": MSG,
@@ -113,18 +112,18 @@ async def test_stream_cut_before_done_is_an_error(
             pass
 
 
-async def test_timeouts_and_connection_errors(fake: FakeUpstream) -> None:
+async def test_timeouts_and_connection_errors(fake: FakeUpstream, upstream_key: str) -> None:
     slow = OpenAIProvider.from_config(
         "openai",
         OpenAIProviderConfig(max_retries=0, timeout_s=0.2),
-        UPSTREAM_KEY,
+        upstream_key,
         f"{fake.base_url}/v1",
     )
     fake.script.append(Step(delay_s=1.0))
     with pytest.raises(errors.UpstreamTimeoutError):
         await slow.chat({"messages": MSG}, "gpt")
     dead = OpenAIProvider.from_config(
-        "openai", OpenAIProviderConfig(max_retries=0), UPSTREAM_KEY, "http://127.0.0.1:9/v1"
+        "openai", OpenAIProviderConfig(max_retries=0), upstream_key, "http://127.0.0.1:9/v1"
     )
     with pytest.raises(errors.UpstreamError, match="could not be reached"):
         await dead.chat({"messages": MSG}, "gpt")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -22,7 +22,7 @@ class ProviderShell:
     async def chat(self, request: Body, model: str) -> Body:
         return await self.provider.chat(request, model)
 
-    async def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+    async def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         async with aclosing(self.provider.stream_chat(request, model)) as chunks:
             async for chunk in chunks:
                 yield chunk
@@ -30,7 +30,7 @@ class ProviderShell:
     async def completion(self, request: Body, model: str) -> Body:
         return await self.provider.completion(request, model)
 
-    async def stream_completion(self, request: Body, model: str) -> AsyncIterator[Body]:
+    async def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         async with aclosing(self.provider.stream_completion(request, model)) as chunks:
             async for chunk in chunks:
                 yield chunk

@@ -7,7 +7,7 @@ Gateway (ingress) ── LlamaCpp replicas (one deployment per local provider)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ray.serve import Application
 from ray.serve.deployment import Deployment
@@ -23,7 +23,8 @@ from noa.config import NoaConfig, ReplicaConfig, parse_config
 ADAPTER_NAMES = {"openai": "OpenAIAdapter", "anthropic": "AnthropicAdapter"}
 
 
-def _sized(deployment: Deployment, sizing: ReplicaConfig, name: str | None = None) -> Deployment:
+def _sized(deployment: Any, sizing: ReplicaConfig, name: str | None = None) -> Deployment:
+    """``deployment`` is a ``@serve.deployment`` class (typed as the class it wraps)."""
     options: dict[str, Any] = {
         "num_replicas": sizing.num_replicas,
         "max_ongoing_requests": sizing.max_ongoing_requests,
@@ -31,7 +32,7 @@ def _sized(deployment: Deployment, sizing: ReplicaConfig, name: str | None = Non
     }
     if name:
         options["name"] = name
-    return deployment.options(**options)
+    return cast(Deployment, deployment.options(**options))
 
 
 def _name(base: str, provider: str, default: str) -> str:
@@ -44,12 +45,16 @@ def build(config: NoaConfig) -> Application:
     local = {}
     for name in assembly.local_provider_configs(config):
         llama = d.llamacpp
-        local[name] = LlamaCpp.options(
-            name=_name("LlamaCpp", name, "local"),
-            num_replicas=llama.num_replicas,
-            max_ongoing_requests=llama.max_ongoing_requests,
-            ray_actor_options={"num_cpus": llama.num_cpus, "num_gpus": llama.num_gpus},
-        ).bind(args, name)
+        local[name] = (
+            cast(Deployment, LlamaCpp)
+            .options(
+                name=_name("LlamaCpp", name, "local"),
+                num_replicas=llama.num_replicas,
+                max_ongoing_requests=llama.max_ongoing_requests,
+                ray_actor_options={"num_cpus": llama.num_cpus, "num_gpus": llama.num_gpus},
+            )
+            .bind(args, name)
+        )
     adapters = {}
     for info in assembly.provider_infos(config):
         if info.enabled and info.kind in ADAPTER_NAMES:

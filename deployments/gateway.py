@@ -34,7 +34,7 @@ Body = dict[str, Any]
 @serve.deployment
 @serve.ingress()
 class Gateway:
-    async def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
         self,
         config: dict[str, Any],
         local: dict[str, DeploymentHandle],

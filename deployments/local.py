@@ -87,8 +87,8 @@ def serve_foreground(config: NoaConfig, *, fast: bool = True) -> int:
         serve.run(build(config), name=d.app_name, route_prefix=d.route_prefix)
         url = f"http://{config.server.host}:{config.server.port}"
         master = config.auth.master_key()
-        key = master.get_secret_value() if master else None
-        models = [m["id"] for m in _list_models(url, key)["data"]]
+        secret = master.get_secret_value() if master else None
+        models = [m["id"] for m in _list_models(url, secret)["data"]]
         print(f"NOA is ready at {url} ({time.monotonic() - started:.1f}s)", flush=True)
         print(f"  OpenAI base URL: {url}/v1    API docs: {url}/docs", flush=True)
         print(f"  models: {', '.join(models) or '(none)'}", flush=True)

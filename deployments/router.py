@@ -7,7 +7,7 @@ and, streamed, a ``RouteInfo`` followed by the chunks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ray import serve
@@ -47,13 +47,13 @@ class Router:
     async def chat(self, request: Body) -> Routed:
         return await self._router.chat(request)
 
-    def stream_chat(self, request: Body) -> AsyncIterator[Any]:
+    def stream_chat(self, request: Body) -> AsyncGenerator[Any, None]:
         return stream_items(self._router, "stream_chat", request)
 
     async def completion(self, request: Body) -> Routed:
         return await self._router.completion(request)
 
-    def stream_completion(self, request: Body) -> AsyncIterator[Any]:
+    def stream_completion(self, request: Body) -> AsyncGenerator[Any, None]:
         return stream_items(self._router, "stream_completion", request)
 
     async def embeddings(self, request: Body) -> Routed:

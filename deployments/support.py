@@ -40,7 +40,9 @@ class CacheActor:
 class HealthActor:
     """Probes every provider on an interval (no tokens spent) and serves the latest results."""
 
-    async def __init__(self, config: dict[str, Any], local: dict[str, DeploymentHandle]) -> None:
+    async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
+        self, config: dict[str, Any], local: dict[str, DeploymentHandle]
+    ) -> None:
         cfg = parse_config(config)
         self._providers: dict[str, Any] = assembly.cloud_providers(cfg)
         for name, handle in local.items():

@@ -22,6 +22,8 @@ whether trying another provider can help; a client's own mistake never is.
 
 from __future__ import annotations
 
+import email.utils
+import time
 from typing import Any, ClassVar, Literal
 
 Category = Literal["client", "external", "server"]
@@ -204,6 +206,30 @@ ALL_ERRORS: tuple[type[NoaError], ...] = (
     UpstreamAuthError,
     ServiceUnavailableError,
 )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if it has any."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def upstream_message(body: object, fallback: str) -> str:
+    """The ``message`` of an upstream's error body (OpenAI or Anthropic shape)."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return fallback
 
 
 def error_for_upstream_status(

@@ -7,7 +7,7 @@ back, so a failure before the first token is still an ordinary error with its ow
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,7 +74,7 @@ class PrimedStream:
             await aclose()
 
 
-async def _empty() -> AsyncIterator[Body]:
+async def _empty() -> AsyncGenerator[Body, None]:
     return
     yield  # pragma: no cover - makes this an async generator
 

@@ -7,7 +7,7 @@ still reach the caller as exceptions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from noa.providers.base import Body
@@ -15,7 +15,7 @@ from noa.providers.remote import relay, unwrap_remote_error
 from noa.router import PrimedStream, Routed, RouteInfo, Router
 
 
-async def stream_items(router: Router, method: str, request: Body) -> AsyncIterator[Any]:
+async def stream_items(router: Router, method: str, request: Body) -> AsyncGenerator[Any, None]:
     """Router deployment side: ``RouteInfo`` first, then the chunks."""
     stream: PrimedStream = await getattr(router, method)(request)
     try:

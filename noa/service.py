@@ -7,7 +7,7 @@ validation, the same errors, the same response bodies.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -66,7 +66,7 @@ def include_usage(request: Body) -> bool:
     return bool((request.get("stream_options") or {}).get("include_usage"))
 
 
-async def client_chunks(stream: PrimedStream, with_usage: bool) -> AsyncIterator[Body]:
+async def client_chunks(stream: PrimedStream, with_usage: bool) -> AsyncGenerator[Body, None]:
     """The stream as the client asked for it: the provider's usage chunk only on request."""
     try:
         async for chunk in stream:

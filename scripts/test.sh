@@ -22,6 +22,7 @@ set +a
 
 echo "== lint"
 .venv/bin/ruff check noa deployments tests scripts
+.venv/bin/mypy noa deployments
 
 echo "== tests"
 if [ "$#" -gt 0 ]; then

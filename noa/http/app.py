@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def _api_router(service: NoaService) -> APIRouter:
     async def get_model(model_id: str) -> Response:
         return json_response(service.get_model(model_id))
 
-    openai_tag, seed_tag = ["OpenAI API"], ["Seed API aliases"]
+    openai_tag: list[str | Enum] = ["OpenAI API"]
+    seed_tag: list[str | Enum] = ["Seed API aliases"]
     router.add_api_route(
         "/v1/chat/completions",
         chat_completions,

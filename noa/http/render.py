@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextlib import aclosing
 from typing import Any
 
@@ -71,7 +71,9 @@ def error_response(exc: BaseException, cid: str) -> Response:
     return json_response(error.to_dict(cid), error.status_code, error.headers())
 
 
-async def sse_events(stream: PrimedStream, with_usage: bool, cid: str) -> AsyncIterator[bytes]:
+async def sse_events(
+    stream: PrimedStream, with_usage: bool, cid: str
+) -> AsyncGenerator[bytes, None]:
     """SSE frames ending in ``[DONE]``; a failure mid-stream ends with an error event instead."""
     try:
         async with aclosing(client_chunks(stream, with_usage)) as chunks:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -16,19 +16,17 @@ import anthropic
 import orjson
 
 from noa.config import AnthropicProviderConfig
-from noa.errors import NoaError, UpstreamError, UpstreamTimeoutError, error_for_upstream_status
+from noa.errors import (
+    NoaError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    error_for_upstream_status,
+    parse_retry_after,
+    upstream_message,
+)
 from noa.providers import anthropic_translate as translate
 from noa.providers.base import Body, Provider
 from noa.wire import sse
-
-
-def _message_of(e: anthropic.APIStatusError) -> str:
-    body = e.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return e.message
 
 
 class AnthropicProvider(Provider):
@@ -63,12 +61,11 @@ class AnthropicProvider(Provider):
             e.provider = e.provider or self.name
             raise
         except anthropic.APIStatusError as e:
-            retry_after = e.response.headers.get("retry-after")
             raise error_for_upstream_status(
                 e.status_code,
-                _message_of(e),
+                upstream_message(e.body, e.message),
                 provider=self.name,
-                retry_after=float(retry_after) if (retry_after or "").isdigit() else None,
+                retry_after=parse_retry_after(e.response.headers.get("retry-after")),
             ) from e
         except anthropic.APITimeoutError as e:
             raise UpstreamTimeoutError(
@@ -95,7 +92,7 @@ class AnthropicProvider(Provider):
                 raise ValueError("expected a JSON object")
             return translate.from_anthropic(message)
 
-    async def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+    async def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         params = self._params(request, model)
         translator = translate.StreamTranslator(created=int(time.time()))
         with self._translate_errors():

@@ -12,7 +12,7 @@ the client asked for ``stream_options.include_usage``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from noa.errors import InvalidRequestError
@@ -31,13 +31,13 @@ class Provider(ABC):
         """A ``chat.completion`` for a non-streaming request."""
 
     @abstractmethod
-    def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+    def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         """``chat.completion.chunk`` dicts, ending with a usage chunk when usage is known."""
 
     async def completion(self, request: Body, model: str) -> Body:
         raise self._unsupported("text completions (/v1/completions)")
 
-    def stream_completion(self, request: Body, model: str) -> AsyncIterator[Body]:
+    def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         raise self._unsupported("text completions (/v1/completions)")
 
     async def embeddings(self, request: Body, model: str) -> Body:

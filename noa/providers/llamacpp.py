@@ -12,7 +12,7 @@ import asyncio
 import base64
 import struct
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import aclosing
 from typing import Any
@@ -159,7 +159,7 @@ class LlamaCppProvider(Provider):
         except Exception as e:
             raise UpstreamError(f"local model failed: {e}", provider=self.name) from e
 
-    async def _iterate(self, make: Callable[[], Iterator[Body]]) -> AsyncIterator[Body]:
+    async def _iterate(self, make: Callable[[], Iterator[Body]]) -> AsyncGenerator[Body, None]:
         """Items of a blocking iterator produced in the worker thread, as they come."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -204,7 +204,7 @@ class LlamaCppProvider(Provider):
         result = await self._run(lambda: llm.create_chat_completion(**kwargs))
         return responses.normalize_chat_completion(result, model=model)
 
-    async def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+    async def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         kwargs = chat_kwargs(request)
         llm = await self._store.get(model, False)
         counts = _TokenCounts()
@@ -236,7 +236,7 @@ class LlamaCppProvider(Provider):
 
         return responses.normalize_completion(await self._run(run), model=model)
 
-    async def stream_completion(self, request: Body, model: str) -> AsyncIterator[Body]:
+    async def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         kwargs = completion_kwargs(request)
         (prompt,) = _prompts(request, stream=True)
         llm = await self._store.get(model, False)

@@ -8,7 +8,7 @@ not know. Every SDK exception becomes a NoaError in ``_translate_errors``, the o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -21,26 +21,11 @@ from noa.errors import (
     UpstreamError,
     UpstreamTimeoutError,
     error_for_upstream_status,
+    parse_retry_after,
+    upstream_message,
 )
 from noa.providers.base import Body, Provider
 from noa.wire import responses, sse
-
-
-def _message_of(e: openai.APIStatusError) -> str:
-    body = e.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return e.message
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class OpenAIProvider(Provider):
@@ -73,9 +58,9 @@ class OpenAIProvider(Provider):
         except openai.APIStatusError as e:
             raise error_for_upstream_status(
                 e.status_code,
-                _message_of(e),
+                upstream_message(e.body, e.message),
                 provider=self.name,
-                retry_after=_retry_after(e.response.headers),
+                retry_after=parse_retry_after(e.response.headers.get("retry-after")),
             ) from e
         except openai.APITimeoutError as e:
             raise UpstreamTimeoutError(
@@ -112,7 +97,7 @@ class OpenAIProvider(Provider):
             )
             return responses.normalize_chat_completion(self._parse(raw.content))
 
-    async def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+    async def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         extra = self._split(request, "messages", "stream", "stream_options")
         extra["stream_options"] = {**request.get("stream_options", {}), "include_usage": True}
         create = self._client.chat.completions.with_streaming_response.create
@@ -129,7 +114,7 @@ class OpenAIProvider(Provider):
             )
             return responses.normalize_completion(self._parse(raw.content))
 
-    async def stream_completion(self, request: Body, model: str) -> AsyncIterator[Body]:
+    async def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         extra = self._split(request, "prompt", "stream", "stream_options")
         extra["stream_options"] = {**request.get("stream_options", {}), "include_usage": True}
         create = self._client.completions.with_streaming_response.create
@@ -149,7 +134,7 @@ class OpenAIProvider(Provider):
             )
             return responses.normalize_embeddings(self._parse(raw.content))
 
-    async def _stream(self, opener: Any) -> AsyncIterator[Body]:
+    async def _stream(self, opener: Any) -> AsyncGenerator[Body, None]:
         with self._translate_errors():
             async with opener as response, aclosing(sse.iter_data(response.iter_lines())) as events:
                 async for data in events:

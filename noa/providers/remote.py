@@ -7,7 +7,7 @@ or behind a handle and the router cannot tell the difference.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from noa.errors import NoaError
@@ -26,7 +26,7 @@ def unwrap_remote_error(e: BaseException) -> BaseException:
     return e
 
 
-async def relay(responses: Any) -> AsyncIterator[Any]:
+async def relay(responses: Any) -> AsyncGenerator[Any, None]:
     """Items of a handle's response generator; closing early cancels the remote call."""
     finished = False
     try:
@@ -72,7 +72,7 @@ class RemoteProvider(Provider):
             raise unwrap_remote_error(e) from None
         return result
 
-    async def _stream(self, method: str, request: Body, model: str) -> AsyncIterator[Body]:
+    async def _stream(self, method: str, request: Body, model: str) -> AsyncGenerator[Body, None]:
         async for chunk in relay(
             getattr(self._for(model, stream=True), method).remote(request, model)
         ):
@@ -81,13 +81,13 @@ class RemoteProvider(Provider):
     async def chat(self, request: Body, model: str) -> Body:
         return await self._call("chat", request, model)
 
-    def stream_chat(self, request: Body, model: str) -> AsyncIterator[Body]:
+    def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         return self._stream("stream_chat", request, model)
 
     async def completion(self, request: Body, model: str) -> Body:
         return await self._call("completion", request, model)
 
-    def stream_completion(self, request: Body, model: str) -> AsyncIterator[Body]:
+    def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         return self._stream("stream_completion", request, model)
 
     async def embeddings(self, request: Body, model: str) -> Body:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ def encode(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-async def iter_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+async def iter_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
     """The ``data`` payload of each event in an SSE line stream (multi-line data joined)."""
     buf: list[str] = []
     async for line in lines:

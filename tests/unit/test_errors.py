@@ -54,3 +54,16 @@ def test_upstream_statuses_map_to_one_table(status: int, cls: type, retryable: b
     assert type(error) is cls
     assert error.retryable is retryable
     assert error.provider == "p"
+
+
+def test_retry_after_parsing_and_upstream_messages() -> None:
+    assert errors.parse_retry_after("7") == 7.0
+    assert errors.parse_retry_after("0.5") == 0.5
+    assert errors.parse_retry_after(None) is None
+    assert errors.parse_retry_after("soon") is None
+    later = errors.parse_retry_after("Wed, 21 Oct 2099 07:28:00 GMT")
+    assert later is not None and later > 0
+    assert errors.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert errors.upstream_message({"error": {"message": "m"}}, "f") == "m"
+    assert errors.upstream_message({"type": "error", "message": "a"}, "f") == "a"
+    assert errors.upstream_message("oops", "f") == "f"

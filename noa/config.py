@@ -32,43 +32,40 @@ def _env_secret(name: str, environ: Mapping[str, str] | None) -> SecretStr | Non
     return SecretStr(value) if value else None
 
 
-class OpenAIProviderConfig(_Strict):
+class _CloudProviderConfig(_Strict):
+    """What every SDK-backed cloud provider has: a key and a base URL from the environment."""
+
+    api_key_env: str = Field(description="env var holding the API key")
+    base_url: str | None = Field(None, description="upstream base URL; overrides base_url_env")
+    base_url_env: str = Field(description="env var with the base URL")
+    timeout_s: float = Field(600.0, gt=0, description="per-call timeout in seconds")
+    max_retries: int = Field(2, ge=0, le=10, description="SDK retries on transient errors")
+
+    def api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
+        return _env_secret(self.api_key_env, environ)
+
+    def resolved_base_url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        env = environ if environ is not None else os.environ
+        return self.base_url or env.get(self.base_url_env) or None
+
+
+class OpenAIProviderConfig(_CloudProviderConfig):
     """An OpenAI or OpenAI-compatible upstream, called with the official ``openai`` SDK."""
 
     kind: Literal["openai"] = "openai"
     api_key_env: str = Field("OPENAI_API_KEY", description="env var holding the API key")
-    base_url: str | None = Field(None, description="upstream base URL; overrides base_url_env")
     base_url_env: str = Field("OPENAI_BASE_URL", description="env var with the base URL")
-    timeout_s: float = Field(600.0, gt=0, description="per-call timeout in seconds")
-    max_retries: int = Field(2, ge=0, le=10, description="SDK retries on transient errors")
-
-    def api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
-        return _env_secret(self.api_key_env, environ)
-
-    def resolved_base_url(self, environ: Mapping[str, str] | None = None) -> str | None:
-        env = environ if environ is not None else os.environ
-        return self.base_url or env.get(self.base_url_env) or None
 
 
-class AnthropicProviderConfig(_Strict):
+class AnthropicProviderConfig(_CloudProviderConfig):
     """Anthropic's Messages API, called with the official ``anthropic`` SDK."""
 
     kind: Literal["anthropic"] = "anthropic"
     api_key_env: str = Field("ANTHROPIC_API_KEY", description="env var holding the API key")
-    base_url: str | None = Field(None, description="upstream base URL; overrides base_url_env")
     base_url_env: str = Field("ANTHROPIC_BASE_URL", description="env var with the base URL")
-    timeout_s: float = Field(600.0, gt=0, description="per-call timeout in seconds")
-    max_retries: int = Field(2, ge=0, le=10, description="SDK retries on transient errors")
     default_max_tokens: int = Field(
         4096, gt=0, description="max_tokens sent when the client gives none (Anthropic needs one)"
     )
-
-    def api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
-        return _env_secret(self.api_key_env, environ)
-
-    def resolved_base_url(self, environ: Mapping[str, str] | None = None) -> str | None:
-        env = environ if environ is not None else os.environ
-        return self.base_url or env.get(self.base_url_env) or None
 
 
 class LlamaCppProviderConfig(_Strict):

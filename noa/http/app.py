@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -60,71 +61,29 @@ def _api_router(service: NoaService) -> APIRouter:
     async def get_model(model_id: str) -> Response:
         return json_response(service.get_model(model_id))
 
-    openai_tag: list[str | Enum] = ["OpenAI API"]
-    seed_tag: list[str | Enum] = ["Seed API aliases"]
-    router.add_api_route(
-        "/v1/chat/completions",
-        chat_completions,
-        methods=["POST"],
-        tags=openai_tag,
-        summary="Create a chat completion (JSON or SSE stream)",
-    )
-    router.add_api_route(
-        "/v1/completions",
-        completions,
-        methods=["POST"],
-        tags=openai_tag,
-        summary="Create a text completion (JSON or SSE stream)",
-    )
-    router.add_api_route(
-        "/v1/embeddings",
-        embeddings,
-        methods=["POST"],
-        tags=openai_tag,
-        summary="Create embeddings",
-    )
-    router.add_api_route(
-        "/v1/models", list_models, methods=["GET"], tags=openai_tag, summary="List models"
-    )
-    router.add_api_route(
-        "/v1/models/{model_id:path}",
-        get_model,
-        methods=["GET"],
-        tags=openai_tag,
-        summary="Retrieve a model",
-    )
-    router.add_api_route(
-        "/api/v1/inference/chat",
-        chat_completions,
-        methods=["POST"],
-        tags=seed_tag,
-        summary="Alias of /v1/chat/completions",
-        operation_id="seed_chat",
-    )
-    router.add_api_route(
-        "/api/v1/inference/embeddings",
-        embeddings,
-        methods=["POST"],
-        tags=seed_tag,
-        summary="Alias of /v1/embeddings",
-        operation_id="seed_embeddings",
-    )
-    router.add_api_route(
-        "/api/v1/models",
-        list_models,
-        methods=["GET"],
-        tags=seed_tag,
-        summary="Alias of /v1/models",
-        operation_id="seed_list_models",
-    )
-    router.add_api_route(
-        "/api/v1/models/{model_id:path}",
-        get_model,
-        methods=["GET"],
-        tags=seed_tag,
-        summary="Alias of /v1/models/{model_id}",
-        operation_id="seed_get_model",
-    )
+    # (path, handler, method, summary); each /v1 route may have a seed-architecture alias.
+    routes: list[tuple[str, Callable[..., Any], str, str, str | None]] = [
+        ("/v1/chat/completions", chat_completions, "POST", "Create a chat completion (JSON or SSE)",
+         "/api/v1/inference/chat"),
+        ("/v1/completions", completions, "POST", "Create a text completion (JSON or SSE)", None),
+        ("/v1/embeddings", embeddings, "POST", "Create embeddings", "/api/v1/inference/embeddings"),
+        ("/v1/models", list_models, "GET", "List models", "/api/v1/models"),
+        ("/v1/models/{model_id:path}", get_model, "GET", "Retrieve a model",
+         "/api/v1/models/{model_id:path}"),
+    ]  # fmt: skip
+    openai_tags: list[str | Enum] = ["OpenAI API"]
+    seed_tags: list[str | Enum] = ["Seed API aliases"]
+    for path, handler, method, summary, alias in routes:
+        router.add_api_route(path, handler, methods=[method], tags=openai_tags, summary=summary)
+        if alias:
+            router.add_api_route(
+                alias,
+                handler,
+                methods=[method],
+                tags=seed_tags,
+                summary=f"Alias of {path.replace(':path', '')}",
+                operation_id=f"seed_{handler.__name__}",
+            )
     return router
 
 

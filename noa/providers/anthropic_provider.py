@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -17,15 +17,11 @@ import orjson
 
 from noa.config import AnthropicProviderConfig
 from noa.errors import (
-    NoaError,
     UpstreamError,
-    UpstreamTimeoutError,
-    error_for_upstream_status,
-    parse_retry_after,
-    upstream_message,
 )
 from noa.providers import anthropic_translate as translate
 from noa.providers.base import Body, Provider
+from noa.providers.sdk_errors import translated
 from noa.wire import sse
 
 
@@ -53,32 +49,8 @@ class AnthropicProvider(Provider):
         )
         return cls(name, client, config.default_max_tokens)
 
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except NoaError as e:
-            e.provider = e.provider or self.name
-            raise
-        except anthropic.APIStatusError as e:
-            raise error_for_upstream_status(
-                e.status_code,
-                upstream_message(e.body, e.message),
-                provider=self.name,
-                retry_after=parse_retry_after(e.response.headers.get("retry-after")),
-            ) from e
-        except anthropic.APITimeoutError as e:
-            raise UpstreamTimeoutError(
-                f"provider '{self.name}' timed out", provider=self.name
-            ) from e
-        except anthropic.APIConnectionError as e:
-            raise UpstreamError(
-                f"provider '{self.name}' could not be reached: {e.message}", provider=self.name
-            ) from e
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise UpstreamError(
-                f"provider '{self.name}' sent a malformed reply: {e}", provider=self.name
-            ) from e
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return translated(self.name, anthropic)
 
     def _params(self, request: Body, model: str) -> dict[str, Any]:
         return translate.to_anthropic(request, model, self._default_max_tokens)

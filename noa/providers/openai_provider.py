@@ -8,7 +8,7 @@ not know. Every SDK exception becomes a NoaError in ``_translate_errors``, the o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -17,14 +17,10 @@ import orjson
 
 from noa.config import OpenAIProviderConfig
 from noa.errors import (
-    NoaError,
     UpstreamError,
-    UpstreamTimeoutError,
-    error_for_upstream_status,
-    parse_retry_after,
-    upstream_message,
 )
 from noa.providers.base import Body, Provider
+from noa.providers.sdk_errors import translated
 from noa.wire import responses, sse
 
 
@@ -49,31 +45,8 @@ class OpenAIProvider(Provider):
         )
         return cls(name, client)
 
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except NoaError:
-            raise
-        except openai.APIStatusError as e:
-            raise error_for_upstream_status(
-                e.status_code,
-                upstream_message(e.body, e.message),
-                provider=self.name,
-                retry_after=parse_retry_after(e.response.headers.get("retry-after")),
-            ) from e
-        except openai.APITimeoutError as e:
-            raise UpstreamTimeoutError(
-                f"provider '{self.name}' timed out", provider=self.name
-            ) from e
-        except openai.APIConnectionError as e:
-            raise UpstreamError(
-                f"provider '{self.name}' could not be reached: {e.message}", provider=self.name
-            ) from e
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as e:
-            raise UpstreamError(
-                f"provider '{self.name}' sent a malformed reply: {e}", provider=self.name
-            ) from e
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return translated(self.name, openai)
 
     def _parse(self, content: bytes) -> Body:
         body = orjson.loads(content)

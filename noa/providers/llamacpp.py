@@ -56,6 +56,21 @@ def _flatten(message: Body, i: int) -> Body:
     return message
 
 
+def _response_format(fmt: Body | None) -> Body | None:
+    """llama-cpp-python constrains output by grammar for ``json_object`` (with an optional
+    ``schema``); OpenAI's ``json_schema`` form is translated to it rather than ignored."""
+    if not fmt or fmt.get("type") == "text":
+        return None
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object", **({"schema": fmt["schema"]} if "schema" in fmt else {})}
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise _bad("response_format.json_schema.schema is required", "response_format")
+        return {"type": "json_object", "schema": schema}
+    raise _bad(f"response_format type '{fmt.get('type')}' is not supported", "response_format")
+
+
 def chat_kwargs(request: Body) -> dict[str, Any]:
     """llama-cpp-python ``create_chat_completion`` arguments for an OpenAI chat request."""
     if (request.get("n") or 1) > 1:
@@ -65,9 +80,12 @@ def chat_kwargs(request: Body) -> dict[str, Any]:
         "max_tokens": request.get("max_completion_tokens") or request.get("max_tokens"),
         "logit_bias": _logit_bias(request.get("logit_bias")),
     }
-    for key in (*_SAMPLING, "tools", "tool_choice", "response_format", "logprobs"):
+    for key in (*_SAMPLING, "tools", "tool_choice", "logprobs"):
         if request.get(key) is not None:
             kwargs[key] = request[key]
+    response_format = _response_format(request.get("response_format"))
+    if response_format is not None:
+        kwargs["response_format"] = response_format
     if request.get("top_logprobs") is not None:
         kwargs["top_logprobs"] = request["top_logprobs"]
     return kwargs

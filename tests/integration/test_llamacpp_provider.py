@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import json
 import math
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -155,4 +156,29 @@ async def test_smollm2_answers_coherently(smollm2: Path) -> None:
         "smollm2",
     )
     assert "Paris" in body["choices"][0]["message"]["content"]
+    await provider.aclose()
+
+
+async def test_json_schema_output_is_grammar_constrained(smollm2: Path) -> None:
+    provider = make_provider({"smollm2": smollm2})
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
+        "required": ["city"],
+    }
+    body = await provider.chat(
+        {
+            "messages": [{"role": "user", "content": "Capital of France, as JSON?"}],
+            "max_tokens": 40,
+            "temperature": 0,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "c", "schema": schema},
+            },
+        },
+        "smollm2",
+    )
+    assert json.loads(body["choices"][0]["message"]["content"])["city"] in ("Paris", "Lyon")
+    with pytest.raises(InvalidRequestError, match="response_format"):
+        await provider.chat({"messages": MSG, "response_format": {"type": "xml"}}, "smollm2")
     await provider.aclose()

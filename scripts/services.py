@@ -122,33 +122,31 @@ def tansu_path() -> Path:
     return found[0] if found else TOOLS_VENV / "missing-tansu"
 
 
-def spawn(state: Path, name: str, args: list[str | Path], env: dict[str, str] | None = None) -> int:
-    logf = open(state / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(
-        [str(a) for a in args],
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    return proc.pid
+class Started:
+    """What has been started so far, saved after every service so a failed start still stops
+    what ran."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.pids: dict[str, int] = {}
+        self.stops: dict[str, list[str]] = {}
+
+    def save(self) -> None:
+        (self.state / "state.json").write_text(json.dumps({"pids": self.pids, "stops": self.stops}))
+
+    def spawn(self, name: str, args: list[str | Path]) -> None:
+        logf = open(self.state / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(
+            [str(a) for a in args], stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.pids[name] = proc.pid
+        self.save()
 
 
-def start(state: Path) -> None:
-    install()
-    state.mkdir(parents=True, exist_ok=True)
-    pids: dict[str, int] = {}
-    env: dict[str, str] = {}
-    stops: dict[str, list[str]] = {}
-
-    def save() -> None:  # after every service, so a failed start still stops what ran
-        (state / "state.json").write_text(json.dumps({"pids": pids, "stops": stops}))
-
-    port = free_port()
-    redis_dir = state / "redis"
-    redis_dir.mkdir(exist_ok=True)
-    pids["redis"] = spawn(
-        state,
+def start_redis(started: Started) -> str:
+    port, data = free_port(), started.state / "redis"
+    data.mkdir(exist_ok=True)
+    started.spawn(
         "redis",
         [
             "redis-server",
@@ -157,7 +155,7 @@ def start(state: Path) -> None:
             "--bind",
             "127.0.0.1",
             "--dir",
-            redis_dir,
+            data,
             "--save",
             "",
             "--appendonly",
@@ -165,93 +163,102 @@ def start(state: Path) -> None:
         ],
     )
     wait_for(lambda: port_open(port), "redis")
-    save()
-    env["NOA_TEST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{port}/0"
 
-    port = free_port()
-    pg_dir = state / "postgres"
-    if not (pg_dir / "PG_VERSION").exists():
-        pg_dir.mkdir(exist_ok=True)
+
+def start_postgres(started: Started) -> str:
+    port, data = free_port(), started.state / "postgres"
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(exist_ok=True)
         if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to `postgres`
-            shutil.chown(state, "postgres")
-            shutil.chown(pg_dir, "postgres", "postgres")
-        as_pg(f"{PG_BIN}/initdb -D {pg_dir} -U postgres --auth=trust -E UTF8")
+            shutil.chown(started.state, "postgres")
+            shutil.chown(data, "postgres", "postgres")
+        as_pg(f"{PG_BIN}/initdb -D {data} -U postgres --auth=trust -E UTF8")
     as_pg(
-        f"{PG_BIN}/pg_ctl -D {pg_dir} -l {pg_dir}/server.log -w "
-        f"-o '-p {port} -k {pg_dir} -c listen_addresses=127.0.0.1' start"
+        f"{PG_BIN}/pg_ctl -D {data} -l {data}/server.log -w "
+        f"-o '-p {port} -k {data} -c listen_addresses=127.0.0.1' start"
     )
-    stops["postgres"] = as_pg_command(f"{PG_BIN}/pg_ctl -D {pg_dir} -m fast stop")
-    save()
-    env["NOA_TEST_POSTGRES_DSN"] = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    started.stops["postgres"] = as_pg_command(f"{PG_BIN}/pg_ctl -D {data} -m fast stop")
+    started.save()
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
-    port, dist_port = free_port(), free_port()
-    rabbit = state / "rabbitmq"
-    rabbit.mkdir(exist_ok=True)
+
+def start_rabbitmq(started: Started) -> str:
+    port, dist_port, home = free_port(), free_port(), started.state / "rabbitmq"
+    home.mkdir(exist_ok=True)
     node = f"noa{port}@localhost"
-    rabbit_env = {
+    env = {
         **os.environ,
-        "HOME": str(rabbit),
+        "HOME": str(home),
         "RABBITMQ_NODENAME": node,
         "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
         "RABBITMQ_NODE_PORT": str(port),
         "RABBITMQ_DIST_PORT": str(dist_port),
         "ERL_EPMD_ADDRESS": "127.0.0.1",
-        "RABBITMQ_MNESIA_BASE": str(rabbit / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(rabbit / "log"),
-        "RABBITMQ_PID_FILE": str(rabbit / "rabbit.pid"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(rabbit / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(home / "log"),
+        "RABBITMQ_PID_FILE": str(home / "rabbit.pid"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
     }
-    (rabbit / "enabled_plugins").write_text("[].\n")
-    run("/usr/lib/rabbitmq/bin/rabbitmq-server", "-detached", env=rabbit_env)
-    wait_for(
-        lambda: (
-            subprocess.run(
-                [RABBITMQCTL, "-n", node, "ping"], env=rabbit_env, capture_output=True
-            ).returncode
-            == 0
-        ),
-        "rabbitmq",
-        timeout_s=90,
-    )
-    stops["rabbitmq"] = [RABBITMQCTL, "-n", node, "stop"]
-    save()
-    wait_for(lambda: port_open(port), "rabbitmq (AMQP listener)", timeout_s=90)
-    (state / "rabbitmq.env").write_text(json.dumps(rabbit_env))
-    save()
-    env["NOA_TEST_RABBITMQ_URL"] = f"amqp://guest:guest@127.0.0.1:{port}/"
+    (home / "enabled_plugins").write_text("[].\n")
+    (started.state / "rabbitmq.env").write_text(json.dumps(env))
+    run("/usr/lib/rabbitmq/bin/rabbitmq-server", "-detached", env=env)
+    started.stops["rabbitmq"] = [RABBITMQCTL, "-n", node, "stop"]
+    started.save()
 
+    def pong() -> bool:
+        ping = [RABBITMQCTL, "-n", node, "ping"]
+        return subprocess.run(ping, env=env, capture_output=True).returncode == 0
+
+    wait_for(pong, "rabbitmq", timeout_s=90)
+    wait_for(lambda: port_open(port), "rabbitmq (AMQP listener)", timeout_s=90)
+    return f"amqp://guest:guest@127.0.0.1:{port}/"
+
+
+def start_kafka(started: Started) -> str:
     port = free_port()
-    pids["kafka"] = spawn(
-        state,
+    url = f"tcp://127.0.0.1:{port}"
+    started.spawn(
         "kafka",
         [
             tansu_path(),
             "broker",
             "--listener-url",
-            f"tcp://127.0.0.1:{port}",
+            url,
             "--advertised-listener-url",
-            f"tcp://127.0.0.1:{port}",
+            url,
             "--storage-engine",
             "memory://tansu/",
         ],
     )
     wait_for(lambda: port_open(port), "kafka (tansu)")
-    save()
-    env["NOA_TEST_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"
+    return f"127.0.0.1:{port}"
 
+
+def start_sqs(started: Started) -> str:
     port = free_port()
-    pids["sqs"] = spawn(
-        state, "sqs", [TOOLS_VENV / "bin" / "moto_server", "-H", "127.0.0.1", "-p", str(port)]
-    )
+    started.spawn("sqs", [TOOLS_VENV / "bin" / "moto_server", "-H", "127.0.0.1", "-p", str(port)])
+    url = f"http://127.0.0.1:{port}"
     wait_for(
-        lambda: (
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2).status == 200
-        ),
-        "sqs (moto)",
+        lambda: urllib.request.urlopen(f"{url}/moto-api/", timeout=2).status == 200, "sqs (moto)"
     )
-    save()
-    env["NOA_TEST_SQS_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    return url
 
+
+SERVICES = {
+    "NOA_TEST_REDIS_URL": start_redis,
+    "NOA_TEST_POSTGRES_DSN": start_postgres,
+    "NOA_TEST_RABBITMQ_URL": start_rabbitmq,
+    "NOA_TEST_KAFKA_BOOTSTRAP": start_kafka,
+    "NOA_TEST_SQS_ENDPOINT": start_sqs,
+}
+
+
+def start(state: Path) -> None:
+    install()
+    state.mkdir(parents=True, exist_ok=True)
+    started = Started(state)
+    env = {name: start_one(started) for name, start_one in SERVICES.items()}
     (state / "env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     log("started " + ", ".join(sorted(env)))
 

@@ -39,7 +39,16 @@ class _CloudProviderConfig(_Strict):
     base_url: str | None = Field(None, description="upstream base URL; overrides base_url_env")
     base_url_env: str = Field(description="env var with the base URL")
     timeout_s: float = Field(600.0, gt=0, description="per-call timeout in seconds")
-    max_retries: int = Field(2, ge=0, le=10, description="SDK retries on transient errors")
+    transport: Literal["direct", "sdk"] = Field(
+        "direct",
+        description=(
+            "direct: NOA's aiohttp path with the SDK client's URL and headers (fast);"
+            " sdk: through the official SDK client's own HTTP stack"
+        ),
+    )
+    max_retries: int = Field(
+        2, ge=0, le=10, description="SDK retries on transient errors (transport: sdk only)"
+    )
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
         return _env_secret(self.api_key_env, environ)

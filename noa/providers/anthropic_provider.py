@@ -1,28 +1,27 @@
-"""Anthropic's Messages API through the official ``anthropic`` async SDK.
+"""Anthropic's Messages API, as OpenAI-shaped chat.
 
-Translation lives in ``anthropic_translate`` (pure functions); this module only moves bytes and
-maps SDK exceptions to NoaErrors in ``_translate_errors``, the one place.
+Translation lives in ``anthropic_translate`` (pure functions). The official ``anthropic`` SDK
+client is built from the configuration either way: it defines the base URL, the auth header and
+the API version (``anthropic-version``) that NOA speaks; ``transport`` decides whether requests
+go through it or through NOA's direct aiohttp path with the same headers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any
 
 import anthropic
 import orjson
 
 from noa.config import AnthropicProviderConfig
-from noa.errors import (
-    UpstreamError,
-)
+from noa.errors import UpstreamError
 from noa.providers import anthropic_translate as translate
 from noa.providers.base import Body, Provider
-from noa.providers.sdk_errors import translated
-from noa.wire import sse
+from noa.providers.transport import DirectTransport, SdkTransport, Transport
+
+MESSAGES = "/v1/messages"
 
 
 class AnthropicProvider(Provider):
@@ -30,11 +29,9 @@ class AnthropicProvider(Provider):
 
     kind = "anthropic"
 
-    def __init__(
-        self, name: str, client: anthropic.AsyncAnthropic, default_max_tokens: int = 4096
-    ) -> None:
+    def __init__(self, name: str, transport: Transport, default_max_tokens: int = 4096) -> None:
         self.name = name
-        self._client = client
+        self._transport = transport
         self._default_max_tokens = default_max_tokens
 
     @classmethod
@@ -47,44 +44,51 @@ class AnthropicProvider(Provider):
             timeout=config.timeout_s,
             max_retries=config.max_retries,
         )
-        return cls(name, client, config.default_max_tokens)
+        transport: Transport
+        if config.transport == "sdk":
+            transport = SdkTransport(name, client, anthropic)
+        else:
+            transport = DirectTransport.from_sdk_client(name, client, config.timeout_s)
+        return cls(name, transport, config.default_max_tokens)
 
-    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
-        return translated(self.name, anthropic)
-
-    def _params(self, request: Body, model: str) -> dict[str, Any]:
+    def _params(self, request: Body, model: str) -> Body:
         return translate.to_anthropic(request, model, self._default_max_tokens)
 
     async def chat(self, request: Body, model: str) -> Body:
-        params = self._params(request, model)
-        with self._translate_errors():
-            raw = await self._client.messages.with_raw_response.create(**params)
-            message = orjson.loads(await raw.read())
-            if not isinstance(message, dict):
-                raise ValueError("expected a JSON object")
+        message = await self._transport.post_json(MESSAGES, self._params(request, model))
+        try:
             return translate.from_anthropic(message)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise UpstreamError(
+                f"provider '{self.name}' sent a malformed reply: {e}", provider=self.name
+            ) from e
 
     async def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
-        params = self._params(request, model)
+        params = {**self._params(request, model), "stream": True}
         translator = translate.StreamTranslator(created=int(time.time()))
-        with self._translate_errors():
-            opener = self._client.messages.with_streaming_response.create(**params, stream=True)
-            async with opener as response, aclosing(sse.iter_data(response.iter_lines())) as events:
-                async for data in events:
+        async with aclosing(self._transport.stream(MESSAGES, params)) as events:
+            async for data in events:
+                try:
                     event = orjson.loads(data)
-                    if not isinstance(event, dict):
-                        raise ValueError("stream event is not a JSON object")
-                    for chunk in translator.feed(event):
-                        yield chunk
-            if not translator.finished:
-                raise UpstreamError(
-                    f"provider '{self.name}' ended the stream before message_stop",
-                    provider=self.name,
-                )
+                    chunks = translator.feed(event)
+                except UpstreamError as e:
+                    e.provider = self.name
+                    raise
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                    raise UpstreamError(
+                        f"provider '{self.name}' sent a malformed stream event: {e}",
+                        provider=self.name,
+                    ) from e
+                for chunk in chunks:
+                    yield chunk
+        if not translator.finished:
+            raise UpstreamError(
+                f"provider '{self.name}' ended the stream before message_stop",
+                provider=self.name,
+            )
 
     async def check(self) -> None:
-        with self._translate_errors():
-            await self._client.models.with_raw_response.list()
+        await self._transport.get_json("/v1/models")
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._transport.aclose()

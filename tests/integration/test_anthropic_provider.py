@@ -12,9 +12,13 @@ MSG = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "h
 TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
 
 
-@pytest.fixture
-def provider(fake: FakeUpstream, upstream_key: str) -> AnthropicProvider:
-    config = AnthropicProviderConfig(max_retries=0, timeout_s=5, default_max_tokens=321)
+@pytest.fixture(params=["direct", "sdk"])
+def provider(
+    fake: FakeUpstream, upstream_key: str, request: pytest.FixtureRequest
+) -> AnthropicProvider:
+    config = AnthropicProviderConfig(
+        max_retries=0, timeout_s=5, default_max_tokens=321, transport=request.param
+    )
     return AnthropicProvider.from_config("anthropic", config, upstream_key, fake.base_url)
 
 

@@ -11,9 +11,14 @@ from noa.testing.fake_upstream import FakeUpstream, Step
 MSG = [{"role": "user", "content": "hello there"}]
 
 
+@pytest.fixture(params=["direct", "sdk"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def provider(fake: FakeUpstream, upstream_key: str) -> OpenAIProvider:
-    config = OpenAIProviderConfig(max_retries=0, timeout_s=5)
+def provider(fake: FakeUpstream, upstream_key: str, transport: str) -> OpenAIProvider:
+    config = OpenAIProviderConfig(max_retries=0, timeout_s=5, transport=transport)
     return OpenAIProvider.from_config("openai", config, upstream_key, f"{fake.base_url}/v1")
 
 
@@ -112,10 +117,12 @@ async def test_stream_cut_before_done_is_an_error(
             pass
 
 
-async def test_timeouts_and_connection_errors(fake: FakeUpstream, upstream_key: str) -> None:
+async def test_timeouts_and_connection_errors(
+    fake: FakeUpstream, upstream_key: str, transport: str
+) -> None:
     slow = OpenAIProvider.from_config(
         "openai",
-        OpenAIProviderConfig(max_retries=0, timeout_s=0.2),
+        OpenAIProviderConfig(max_retries=0, timeout_s=0.2, transport=transport),
         upstream_key,
         f"{fake.base_url}/v1",
     )
@@ -123,7 +130,10 @@ async def test_timeouts_and_connection_errors(fake: FakeUpstream, upstream_key: 
     with pytest.raises(errors.UpstreamTimeoutError):
         await slow.chat({"messages": MSG}, "gpt")
     dead = OpenAIProvider.from_config(
-        "openai", OpenAIProviderConfig(max_retries=0), upstream_key, "http://127.0.0.1:9/v1"
+        "openai",
+        OpenAIProviderConfig(max_retries=0, transport=transport),
+        upstream_key,
+        "http://127.0.0.1:9/v1",
     )
     with pytest.raises(errors.UpstreamError, match="could not be reached"):
         await dead.chat({"messages": MSG}, "gpt")

@@ -1,9 +1,7 @@
-"""LlamaCpp replicas: GGUF models loaded by Serve's multiplexer, generation on one thread."""
+"""LlamaCpp replicas: GGUF models chosen by Serve's multiplexer, run by a worker process."""
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
@@ -13,7 +11,23 @@ from deployments.adapters import ProviderShell
 from noa import assembly
 from noa.config import LlamaCppProviderConfig, parse_config
 from noa.providers.llamacpp import LlamaCppProvider
-from noa.providers.llamacpp_models import WorkerReleasedModel, llama_loader, split_key, store_key
+from noa.providers.llamacpp_models import ModelRef, load, store_key
+from noa.providers.llamacpp_process import LlamaProcess
+
+
+class _Loaded:
+    """What the multiplexer holds per model; its eviction unloads the model in the worker."""
+
+    def __init__(self, ref: ModelRef, worker: LlamaProcess) -> None:
+        self.ref = ref
+        self._worker = worker
+        self._released = False
+
+    def __del__(self) -> None:
+        # Serve calls this on eviction; Python may call it again later: once is enough.
+        if not self._released:
+            self._released = True
+            self._worker.unload(self.ref.key)
 
 
 @serve.deployment
@@ -23,26 +37,21 @@ class LlamaCpp(ProviderShell):
     def __init__(self, config: dict[str, Any], name: str) -> None:
         cfg = parse_config(config).providers[name]
         assert isinstance(cfg, LlamaCppProviderConfig)
-        gpu_visible = bool(ray.get_gpu_ids())
-        self._catalog = assembly.catalog(cfg)
-        self._loader = llama_loader(assembly.llama_settings(cfg, gpu_visible))
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="llama")
+        catalog = assembly.catalog(cfg)
+        settings = assembly.llama_settings(cfg, gpu_visible=bool(ray.get_gpu_ids()))
+        worker = LlamaProcess(settings, name=f"llama-{name}")
 
-        # Serve's multiplexer keeps the LRU (at most N models) and routes by model id. N comes
-        # from the config, so the loader is decorated here, as a plain function.
-        async def load(model_id: str) -> Any:
-            return await self._load_model(model_id)
+        # Serve's multiplexer keeps the LRU (at most N models) and routes requests to replicas
+        # that hold their model. N comes from the config, so the loader is decorated here.
+        async def load_model(key: str) -> _Loaded:
+            return _Loaded(await load(catalog, worker, key), worker)
 
-        self._load = serve.multiplexed(max_num_models_per_replica=cfg.max_loaded_models)(load)
-        self.provider = LlamaCppProvider(name, self, self._executor)
+        self._load = serve.multiplexed(max_num_models_per_replica=cfg.max_loaded_models)(
+            load_model
+        )
+        self.provider = LlamaCppProvider(name, self, worker)
 
-    async def _load_model(self, key: str) -> Any:
-        name, embedding = split_key(key)
-        path = self._catalog.resolve(name)
-        loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(self._executor, self._loader, path, embedding)
-        return WorkerReleasedModel(model, self._executor)
-
-    async def get(self, name: str, embedding: bool) -> Any:
+    async def get(self, name: str, embedding: bool) -> ModelRef:
         """The ModelStore interface the provider core asks for models through."""
-        return await self._load(store_key(name, embedding))
+        loaded: _Loaded = await self._load(store_key(name, embedding))
+        return loaded.ref

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 from noa.config import (
     BUNDLED_MODEL_NAME,
@@ -25,8 +24,8 @@ from noa.providers.llamacpp_models import (
     LruModelStore,
     ModelCatalog,
     bundled_model_path,
-    llama_loader,
 )
+from noa.providers.llamacpp_process import LlamaProcess
 from noa.providers.openai_provider import OpenAIProvider
 from noa.registry import ModelRegistry, ProviderInfo
 from noa.router import Router
@@ -110,8 +109,7 @@ def inprocess_service(config: NoaConfig, environ: Environ | None = None) -> NoaS
     """Everything in this process (llama.cpp included): for tests and tools, not for serving."""
     providers: dict[str, Provider] = dict(cloud_providers(config, environ))
     for name, cfg in local_provider_configs(config).items():
-        executor = ThreadPoolExecutor(1, thread_name_prefix=f"llama-{name}")
-        loader = llama_loader(llama_settings(cfg, gpu_visible=False))
-        store = LruModelStore(catalog(cfg), loader, cfg.max_loaded_models, executor)
-        providers[name] = LlamaCppProvider(name, store, executor)
+        worker = LlamaProcess(llama_settings(cfg, gpu_visible=False), name=f"llama-{name}")
+        store = LruModelStore(catalog(cfg), worker, cfg.max_loaded_models)
+        providers[name] = LlamaCppProvider(name, store, worker)
     return NoaService(router(config, providers, environ), registry(config, environ))

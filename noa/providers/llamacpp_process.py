@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
-import multiprocessing
+import json
+import socket
+import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator
@@ -155,8 +159,11 @@ class _Child:
         self.conn.send(("end", rid, {"prompt": prompt_tokens, "completion": completion_tokens}))
 
 
-def _child_main(conn: Connection, settings: LlamaSettings) -> None:
-    _Child(conn, settings).run()
+def _child_main(argv: list[str]) -> None:
+    """``python -m noa.providers.llamacpp_process FD SETTINGS_JSON``: serve on the inherited
+    socket until the replica closes it."""
+    fd, settings = int(argv[0]), LlamaSettings(**json.loads(argv[1]))
+    _Child(Connection(fd), settings).run()
 
 
 # -- the parent ------------------------------------------------------------------------------
@@ -174,33 +181,33 @@ class LlamaProcess:
         self._generation = 0
         self._send_lock = threading.Lock()  # unload may come from Serve's eviction thread
         self._conn: Connection | None = None
-        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _start(self) -> Connection:
-        if self._conn is not None and self._proc is not None and self._proc.is_alive():
+        if self._conn is not None and self._proc is not None and self._proc.poll() is None:
             return self._conn
         self._loop = asyncio.get_running_loop()
-        ctx = multiprocessing.get_context("spawn")  # never fork a threaded Ray worker
-        parent, child = ctx.Pipe(duplex=True)
-        proc = ctx.Process(
-            target=_child_main, args=(child, self._settings), daemon=True, name=self._name
+        # A fresh interpreter (never a fork of a threaded Ray worker), joined by a socket pair.
+        ours, theirs = socket.socketpair()
+        settings = json.dumps(dataclasses.asdict(self._settings))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(theirs.fileno()), settings],
+            pass_fds=(theirs.fileno(),),
         )
-        proc.start()
-        child.close()
+        theirs.close()
+        conn = Connection(ours.detach())
         self._generation += 1
-        self._conn, self._proc = parent, proc
+        self._conn, self._proc = conn, proc
         threading.Thread(
             target=self._read,
-            args=(parent, proc, self._generation),
+            args=(conn, proc, self._generation),
             daemon=True,
             name=f"{self._name}-reader",
         ).start()
-        return parent
+        return conn
 
-    def _read(
-        self, conn: Connection, proc: multiprocessing.process.BaseProcess, generation: int
-    ) -> None:
+    def _read(self, conn: Connection, proc: subprocess.Popen[bytes], generation: int) -> None:
         loop = self._loop
         assert loop is not None
         while True:
@@ -210,8 +217,11 @@ class LlamaProcess:
                 break
             with contextlib.suppress(RuntimeError):  # the loop is closing: nobody waits
                 loop.call_soon_threadsafe(self._deliver, message)
-        proc.join(timeout=1)
-        died = ("died", 0, f"the llama.cpp worker exited (code {proc.exitcode})")
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        died = ("died", 0, f"the llama.cpp worker exited (code {code})")
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._fail_all, conn, generation, died)
 
@@ -295,6 +305,11 @@ class LlamaProcess:
             with contextlib.suppress(OSError, ValueError):
                 conn.send(("shutdown",))
         if proc is not None:
-            await asyncio.get_running_loop().run_in_executor(None, proc.join, 5)
-            if proc.is_alive():
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, proc.wait, 5)
+            except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])

@@ -22,18 +22,22 @@ class ProviderShell:
     async def chat(self, request: Body, model: str) -> Body:
         return await self.provider.chat(request, model)
 
-    async def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
-        async with aclosing(self.provider.stream_chat(request, model)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+    async def stream_chat_batches(
+        self, request: Body, model: str
+    ) -> AsyncGenerator[list[Body], None]:
+        async with aclosing(self.provider.stream_chat_batches(request, model)) as batches:
+            async for batch in batches:
+                yield batch
 
     async def completion(self, request: Body, model: str) -> Body:
         return await self.provider.completion(request, model)
 
-    async def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
-        async with aclosing(self.provider.stream_completion(request, model)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+    async def stream_completion_batches(
+        self, request: Body, model: str
+    ) -> AsyncGenerator[list[Body], None]:
+        async with aclosing(self.provider.stream_completion_batches(request, model)) as batches:
+            async for batch in batches:
+                yield batch
 
     async def embeddings(self, request: Body, model: str) -> Body:
         return await self.provider.embeddings(request, model)

@@ -46,9 +46,7 @@ class LlamaCpp(ProviderShell):
         async def load_model(key: str) -> _Loaded:
             return _Loaded(await load(catalog, worker, key), worker)
 
-        self._load = serve.multiplexed(max_num_models_per_replica=cfg.max_loaded_models)(
-            load_model
-        )
+        self._load = serve.multiplexed(max_num_models_per_replica=cfg.max_loaded_models)(load_model)
         self.provider = LlamaCppProvider(name, self, worker)
 
     async def get(self, name: str, embedding: bool) -> ModelRef:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from noa.errors import InvalidRequestError
@@ -39,6 +40,25 @@ class Provider(ABC):
 
     def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
         raise self._unsupported("text completions (/v1/completions)")
+
+    async def stream_chat_batches(
+        self, request: Body, model: str
+    ) -> AsyncGenerator[list[Body], None]:
+        """The stream in batches of chunks that were ready together (one per handle message).
+
+        Across a DeploymentHandle each message costs a few hundred microseconds and can wait a
+        few milliseconds behind the previous one; chunks produced together travel together.
+        """
+        async with aclosing(self.stream_chat(request, model)) as chunks:
+            async for chunk in chunks:
+                yield [chunk]
+
+    async def stream_completion_batches(
+        self, request: Body, model: str
+    ) -> AsyncGenerator[list[Body], None]:
+        async with aclosing(self.stream_completion(request, model)) as chunks:
+            async for chunk in chunks:
+                yield [chunk]
 
     async def embeddings(self, request: Body, model: str) -> Body:
         raise self._unsupported("embeddings")

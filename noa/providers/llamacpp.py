@@ -133,18 +133,27 @@ class LlamaCppProvider(Provider):
         return responses.normalize_chat_completion(result, model=model)
 
     async def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
+        async with aclosing(self.stream_chat_batches(request, model)) as batches:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+
+    async def stream_chat_batches(
+        self, request: Body, model: str
+    ) -> AsyncGenerator[list[Body], None]:
         kwargs = chat_kwargs(request)
         ref = await self._store.get(model, False)
         usage: dict[str, int] = {}
         last: Body | None = None
-        async with aclosing(self._worker.stream("chat", ref, kwargs, usage)) as chunks:
-            async for chunk in chunks:
-                last = chunk
-                yield responses.normalize_chat_chunk(chunk, model=model)
+        async with aclosing(self._worker.stream("chat", ref, kwargs, usage)) as batches:
+            async for batch in batches:
+                last = batch[-1]
+                yield [responses.normalize_chat_chunk(chunk, model=model) for chunk in batch]
         if last is not None:
-            yield responses.chat_chunk(
+            usage_chunk = responses.chat_chunk(
                 id=last["id"], model=model, created=last["created"], usage_=_usage(usage)
             )
+            yield [usage_chunk]
 
     async def completion(self, request: Body, model: str) -> Body:
         kwargs = completion_kwargs(request)
@@ -160,25 +169,35 @@ class LlamaCppProvider(Provider):
         return responses.normalize_completion(body, model=model)
 
     async def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
+        async with aclosing(self.stream_completion_batches(request, model)) as batches:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+
+    async def stream_completion_batches(
+        self, request: Body, model: str
+    ) -> AsyncGenerator[list[Body], None]:
         kwargs = completion_kwargs(request)
         (prompt,) = _prompts(request, stream=True)
         ref = await self._store.get(model, False)
         usage: dict[str, int] = {}
         last: Body | None = None
         payload = {"prompt": prompt, "kwargs": kwargs}
-        async with aclosing(self._worker.stream("completion", ref, payload, usage)) as chunks:
-            async for chunk in chunks:
-                last = chunk
-                yield responses.normalize_completion_chunk(chunk, model=model)
+        async with aclosing(self._worker.stream("completion", ref, payload, usage)) as batches:
+            async for batch in batches:
+                last = batch[-1]
+                yield [responses.normalize_completion_chunk(c, model=model) for c in batch]
         if last is not None:
-            yield {
-                "id": last["id"],
-                "object": "text_completion",
-                "created": last["created"],
-                "model": model,
-                "choices": [],
-                "usage": _usage(usage),
-            }
+            yield [
+                {
+                    "id": last["id"],
+                    "object": "text_completion",
+                    "created": last["created"],
+                    "model": model,
+                    "choices": [],
+                    "usage": _usage(usage),
+                }
+            ]
 
     async def embeddings(self, request: Body, model: str) -> Body:
         raw = request["input"]

@@ -269,23 +269,30 @@ class LlamaProcess:
 
     async def stream(
         self, op: str, ref: ModelRef, payload: dict[str, Any], usage: dict[str, int]
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Chunks as the child produces them; ``usage`` is filled when the stream ends."""
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Chunks as the child produces them, those that arrived together in one list;
+        ``usage`` is filled when the stream ends."""
         rid, queue = self._register()
         finished = False
         try:
             self._send((op + "_stream", rid, ref, payload))
             while True:
+                batch: list[dict[str, Any]] = []
                 message = await queue.get()
+                while message[0] == "chunk":
+                    batch.append(message[2])
+                    if queue.empty():
+                        break
+                    message = queue.get_nowait()
+                if batch:
+                    yield batch
                 if message[0] == "chunk":
-                    yield message[2]
-                elif message[0] == "end":
-                    finished = True
+                    continue
+                finished = True
+                if message[0] == "end":
                     usage.update(message[2])
                     return
-                else:
-                    finished = True
-                    raise self._raise(message)
+                raise self._raise(message)
         finally:
             self._waiters.pop(rid, None)
             if not finished and self._conn is not None:

@@ -8,6 +8,7 @@ or behind a handle and the router cannot tell the difference.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from noa.errors import NoaError
@@ -73,10 +74,11 @@ class RemoteProvider(Provider):
         return result
 
     async def _stream(self, method: str, request: Body, model: str) -> AsyncGenerator[Body, None]:
-        async for chunk in relay(
-            getattr(self._for(model, stream=True), method).remote(request, model)
-        ):
-            yield chunk
+        handle = getattr(self._for(model, stream=True), method + "_batches")
+        async with aclosing(relay(handle.remote(request, model))) as batches:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
 
     async def chat(self, request: Body, model: str) -> Body:
         return await self._call("chat", request, model)

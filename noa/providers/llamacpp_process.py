@@ -138,6 +138,7 @@ class _Child:
         else:
             chunks = llm.create_completion(payload["prompt"], **payload["kwargs"], stream=True)
         prompt_tokens = completion_tokens = 0
+        held: list[dict[str, Any]] = []
         try:
             for chunk in chunks:
                 choices = chunk.get("choices") or []
@@ -151,9 +152,15 @@ class _Child:
                     if completion_tokens == 0:
                         prompt_tokens = int(llm.n_tokens)
                     completion_tokens += 1
-                self.conn.send(("chunk", rid, chunk))
+                held.append(chunk)
+                if choices and choices[0].get("delta") == {"role": "assistant"}:
+                    continue  # the role chunk travels with the first token, not alone
+                self.conn.send(("chunks", rid, held))
+                held = []
                 if self.cancelled(rid):
                     break
+            if held:
+                self.conn.send(("chunks", rid, held))
         finally:
             chunks.close()
         self.conn.send(("end", rid, {"prompt": prompt_tokens, "completion": completion_tokens}))
@@ -187,7 +194,7 @@ class LlamaProcess:
     def _start(self) -> Connection:
         if self._conn is not None and self._proc is not None and self._proc.poll() is None:
             return self._conn
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         # A fresh interpreter (never a fork of a threaded Ray worker), joined by a socket pair.
         ours, theirs = socket.socketpair()
         settings = json.dumps(dataclasses.asdict(self._settings))
@@ -199,31 +206,26 @@ class LlamaProcess:
         conn = Connection(ours.detach())
         self._generation += 1
         self._conn, self._proc = conn, proc
-        threading.Thread(
-            target=self._read,
-            args=(conn, proc, self._generation),
-            daemon=True,
-            name=f"{self._name}-reader",
-        ).start()
+        # The event loop reads the child's messages itself when they arrive: no reader thread,
+        # so no GIL hand-over per token.
+        loop.add_reader(conn.fileno(), self._read, conn, proc, self._generation)
         return conn
 
     def _read(self, conn: Connection, proc: subprocess.Popen[bytes], generation: int) -> None:
-        loop = self._loop
-        assert loop is not None
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break
-            with contextlib.suppress(RuntimeError):  # the loop is closing: nobody waits
-                loop.call_soon_threadsafe(self._deliver, message)
         try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
-        died = ("died", 0, f"the llama.cpp worker exited (code {code})")
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._fail_all, conn, generation, died)
+            while conn.poll(0):
+                self._deliver(conn.recv())
+        except (EOFError, OSError):
+            assert self._loop is not None
+            self._loop.remove_reader(conn.fileno())
+            code = proc.poll()
+            if code is None:
+                proc.kill()
+                code = proc.wait()
+            self._fail_all(
+                conn, generation, ("died", 0, f"the llama.cpp worker exited (code {code})")
+            )
+            conn.close()
 
     def _deliver(self, message: tuple[Any, ...]) -> None:
         waiter = self._waiters.get(message[1])
@@ -279,14 +281,14 @@ class LlamaProcess:
             while True:
                 batch: list[dict[str, Any]] = []
                 message = await queue.get()
-                while message[0] == "chunk":
-                    batch.append(message[2])
+                while message[0] == "chunks":
+                    batch.extend(message[2])
                     if queue.empty():
                         break
                     message = queue.get_nowait()
                 if batch:
                     yield batch
-                if message[0] == "chunk":
+                if message[0] == "chunks":
                     continue
                 finished = True
                 if message[0] == "end":
@@ -311,6 +313,8 @@ class LlamaProcess:
         if conn is not None:
             with contextlib.suppress(OSError, ValueError):
                 conn.send(("shutdown",))
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(conn.fileno())
         if proc is not None:
             try:
                 await asyncio.get_running_loop().run_in_executor(None, proc.wait, 5)

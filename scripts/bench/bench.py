@@ -41,8 +41,12 @@ CHUNK_INTERVAL_MS = 50.0
 NOA_ARGS: dict[str, Any] = {
     "models": [
         {"id": "bench", "provider": "openai", "upstream": "bench"},
-        {"id": "local/smollm2-135m-instruct", "aliases": ["smollm2"], "provider": "local",
-         "upstream": "smollm2-135m-instruct"},
+        {
+            "id": "local/smollm2-135m-instruct",
+            "aliases": ["smollm2"],
+            "provider": "local",
+            "upstream": "smollm2-135m-instruct",
+        },
     ],
 }
 
@@ -61,8 +65,9 @@ def machine() -> str:
 
 def load(url: str, key: str, tmp: Path, seconds: float, model: str) -> dict[str, Any]:
     chat = wrk_script(tmp / f"chat-{key[-4:]}.lua", {"model": model, "messages": MESSAGES}, key)
-    stream = wrk_script(tmp / f"stream-{key[-4:]}.lua",
-                        {"model": model, "messages": MESSAGES, "stream": True}, key)
+    stream = wrk_script(
+        tmp / f"stream-{key[-4:]}.lua", {"model": model, "messages": MESSAGES, "stream": True}, key
+    )
     endpoint = f"{url}/v1/chat/completions"
     wrk(endpoint, chat, 4, 2)  # warm up connections, caches and code paths
     results: dict[str, Any] = {}
@@ -73,28 +78,33 @@ def load(url: str, key: str, tmp: Path, seconds: float, model: str) -> dict[str,
 
 
 def probe(url: str, key: str, model: str) -> StreamTiming:
-    body = {"model": model, "messages": MESSAGES, "stream": True,
-            "stream_options": {"include_usage": True}}
-    return stream_probe(f"{url}/v1/chat/completions", body, key, CHUNK_INTERVAL_MS,
-                        STREAM_WORDS * 2)
+    body = {
+        "model": model,
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    return stream_probe(
+        f"{url}/v1/chat/completions", body, key, CHUNK_INTERVAL_MS, STREAM_WORDS * 2
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="noa-bench-"))
-    report: dict[str, Any] = {"machine": machine(), "seconds_per_run": args.seconds,
-                              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "seconds_per_run": args.seconds,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     upstream = FakeUpstream(tmp, "upstream")
-    slow = FakeUpstream(tmp, "slow-upstream", "--chunks", "10", "--chunk-interval-ms",
-                        str(CHUNK_INTERVAL_MS))
+    slow = FakeUpstream(
+        tmp, "slow-upstream", "--chunks", "10", "--chunk-interval-ms", str(CHUNK_INTERVAL_MS)
+    )
     systems: dict[str, Any] = {}
     timings: dict[str, StreamTiming] = {}
     try:
-        if not args.skip_local:
-            print("bench: llama-cpp-python directly", flush=True)
-            report["local_direct"] = local_model.direct(args.local_runs)
         print("bench: upstream directly", flush=True)
-        systems["upstream"] = load(upstream.base_url[:-3], UPSTREAM_KEY, tmp, args.seconds,
-                                   "bench")
+        systems["upstream"] = load(upstream.base_url[:-3], UPSTREAM_KEY, tmp, args.seconds, "bench")
         timings["upstream"] = probe(slow.base_url[:-3], UPSTREAM_KEY, "bench")
 
         for name, base in (("noa", upstream.base_url), ("noa-stream-timing", slow.base_url)):
@@ -105,9 +115,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if name == "noa":
                     systems["noa"] = load(url, MASTER_KEY, tmp, args.seconds, "bench")
                     if not args.skip_local:
-                        print("bench: local model through NOA", flush=True)
-                        report["local_noa"] = local_model.through_noa(
-                            url, MASTER_KEY, "smollm2", args.local_runs)
+                        print("bench: local model, llama-cpp-python vs NOA", flush=True)
+                        local = local_model.compare(url, MASTER_KEY, "smollm2", args.local_runs)
+                        report["local_direct"], report["local_noa"] = local["direct"], local["noa"]
                 else:
                     timings["noa"] = probe(url, MASTER_KEY, "bench")
             finally:
@@ -115,14 +125,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         if not args.skip_litellm:
             report["litellm_version"] = litellm_version() or "?"
-            for name, base in (("litellm", upstream.base_url),
-                               ("litellm-stream-timing", slow.base_url)):
+            for name, base in (
+                ("litellm", upstream.base_url),
+                ("litellm-stream-timing", slow.base_url),
+            ):
                 print(f"bench: starting LiteLLM ({name})", flush=True)
                 proxy = LiteLLM(tmp, base)
                 try:
                     if name == "litellm":
-                        systems["litellm"] = load(proxy.url, MASTER_KEY, tmp, args.seconds,
-                                                  "bench")
+                        systems["litellm"] = load(proxy.url, MASTER_KEY, tmp, args.seconds, "bench")
                     else:
                         timings["litellm"] = probe(proxy.url, MASTER_KEY, "bench")
                 finally:
@@ -141,8 +152,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def table(report: dict[str, Any]) -> str:
     systems = report["systems"]
     floor = systems["upstream"]["chat_c1"]["p50_ms"]
-    names = {"upstream": "upstream directly", "noa": "NOA",
-             "litellm": f"LiteLLM {report.get('litellm_version', '')}".strip()}
+    names = {
+        "upstream": "upstream directly",
+        "noa": "NOA",
+        "litellm": f"LiteLLM {report.get('litellm_version', '')}".strip(),
+    }
     lines = [
         "| system | chat c=1 p50 (added) | chat c=1 p99 | chat c=32 req/s | chat c=32 p50 / p99 "
         "| stream c=1 p50 | stream c=32 req/s | TTFB (50 ms chunks) | worst chunk hold "
@@ -159,7 +173,9 @@ def table(report: dict[str, Any]) -> str:
             f"| {chat1.p99_ms:.2f} ms | **{chat32.rps:.0f}** "
             f"| {chat32.p50_ms:.1f} / {chat32.p99_ms:.1f} ms | {stream1.p50_ms:.2f} ms "
             f"| {stream32.rps:.0f} | {timing['ttfb_ms']:.1f} ms | {timing['max_hold_ms']:.1f} ms "
-            f"| {errors} |" if timing else f"| {names.get(name, name)} | {chat1.p50_ms:.2f} ms |"
+            f"| {errors} |"
+            if timing
+            else f"| {names.get(name, name)} | {chat1.p50_ms:.2f} ms |"
         )
     if "litellm" in systems and "noa" in systems:
         ratio = systems["noa"]["chat_c32"]["rps"] / systems["litellm"]["chat_c32"]["rps"]
@@ -192,8 +208,10 @@ def main() -> int:
     report = run(args)
     report["duration_s"] = round(time.monotonic() - started, 1)
     args.json.write_text(json.dumps(report, indent=2))
-    print(f"\nMachine: {report['machine']}; {args.seconds:g} s per wrk run; "
-          f"whole run {report['duration_s']:.0f} s; JSON in {args.json}\n")
+    print(
+        f"\nMachine: {report['machine']}; {args.seconds:g} s per wrk run; "
+        f"whole run {report['duration_s']:.0f} s; JSON in {args.json}\n"
+    )
     print(table(report))
     return 0
 

@@ -26,38 +26,82 @@ WORDS = ["Hello!", " How", " can", " I", " help?"]
 
 def _response(status: str, body: bytes, content_type: bytes = b"application/json") -> bytes:
     return (
-        b"HTTP/1.1 " + status.encode() + b"\r\ncontent-type: " + content_type
-        + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        b"HTTP/1.1 "
+        + status.encode()
+        + b"\r\ncontent-type: "
+        + content_type
+        + b"\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
 
 
 def chat_body(model: str) -> bytes:
-    return json.dumps({
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": int(time.time()),
-        "model": model, "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER,
-                                             "refusal": None},
-                     "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15},
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": ANSWER, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15},
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def sse_events(model: str, chunks: int) -> list[bytes]:
-    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model}
+    base = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
 
     def event(choices: list[dict[str, object]], **extra: object) -> bytes:
         data = json.dumps({**base, "choices": choices, **extra}, separators=(",", ":"))
         return b"data: " + data.encode() + b"\n\n"
 
-    out = [event([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                   "logprobs": None, "finish_reason": None}])]
+    out = [
+        event(
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
+    ]
     for i in range(chunks):
-        out.append(event([{"index": 0, "delta": {"content": WORDS[i % len(WORDS)]},
-                           "logprobs": None, "finish_reason": None}]))
+        out.append(
+            event(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"content": WORDS[i % len(WORDS)]},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+        )
     out.append(event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]))
-    out.append(event([], usage={"prompt_tokens": 9, "completion_tokens": chunks,
-                                "total_tokens": 9 + chunks}))
+    out.append(
+        event(
+            [], usage={"prompt_tokens": 9, "completion_tokens": chunks, "total_tokens": 9 + chunks}
+        )
+    )
     out.append(b"data: [DONE]\n\n")
     return out
 
@@ -117,8 +161,10 @@ class Upstream(asyncio.Protocol):
             else:
                 self.transport.write(_response("200 OK", chat_body(model)))
         elif method == "GET" and path.startswith("/v1/models"):
-            models = b'{"object":"list","data":[{"id":"bench","object":"model","created":0,' \
-                     b'"owned_by":"bench"}]}'
+            models = (
+                b'{"object":"list","data":[{"id":"bench","object":"model","created":0,'
+                b'"owned_by":"bench"}]}'
+            )
             self.transport.write(_response("200 OK", models))
         else:
             self.transport.write(_response("404 Not Found", b'{"error":{"message":"no"}}'))
@@ -129,8 +175,10 @@ class Upstream(asyncio.Protocol):
     async def _stream(self, model: str) -> None:
         assert self.transport is not None
         events = sse_events(model, self.options.chunks)
-        head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n")
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n"
+        )
         interval = self.options.chunk_interval_ms / 1000
         if not interval:
             self.transport.write(head + b"".join(_chunk(e) for e in events) + b"0\r\n\r\n")
@@ -155,8 +203,9 @@ def main() -> None:
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: Upstream(options), options.host, options.port,
-                                          backlog=1024)
+        server = await loop.create_server(
+            lambda: Upstream(options), options.host, options.port, backlog=1024
+        )
         print(f"fake upstream on http://{options.host}:{options.port}", flush=True)
         await server.serve_forever()
 

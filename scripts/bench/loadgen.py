@@ -48,9 +48,21 @@ def _ms(value: str) -> float:
 def wrk(url: str, script: Path, connections: int, seconds: float) -> WrkResult:
     """One wrk run (one thread: the load generator must not steal the server's CPU)."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "30s", "--latency",
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{round(seconds)}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.MULTILINE))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)

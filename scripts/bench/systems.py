@@ -41,7 +41,10 @@ class Process:
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            args, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+            args,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
         )
 
@@ -88,18 +91,28 @@ def ensure_litellm() -> Path:
         print("bench: installing LiteLLM into .noa/bench/litellm-venv (once)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
         subprocess.run(
-            [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-             LITELLM_REQUIREMENT],
-            check=True, stderr=subprocess.DEVNULL,
+            [
+                str(LITELLM_VENV / "bin" / "pip"),
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                LITELLM_REQUIREMENT,
+            ],
+            check=True,
+            stderr=subprocess.DEVNULL,
         )
     return binary
 
 
 def litellm_version() -> str:
     out = subprocess.run(
-        [str(LITELLM_VENV / "bin" / "python"), "-c",
-         "import importlib.metadata as m; print(m.version('litellm'))"],
-        capture_output=True, text=True,
+        [
+            str(LITELLM_VENV / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m; print(m.version('litellm'))",
+        ],
+        capture_output=True,
+        text=True,
     )
     return out.stdout.strip()
 
@@ -111,11 +124,16 @@ class LiteLLM(Process):
         binary = ensure_litellm()
         self.port = free_port()
         config = {
-            "model_list": [{
-                "model_name": "bench",
-                "litellm_params": {"model": "openai/bench", "api_base": upstream,
-                                   "api_key": UPSTREAM_KEY},
-            }],
+            "model_list": [
+                {
+                    "model_name": "bench",
+                    "litellm_params": {
+                        "model": "openai/bench",
+                        "api_base": upstream,
+                        "api_key": UPSTREAM_KEY,
+                    },
+                }
+            ],
             "general_settings": {"master_key": MASTER_KEY},
         }
         path = tmp / "litellm.yaml"
@@ -127,9 +145,19 @@ class LiteLLM(Process):
             "LITELLM_LOG": "ERROR",
         }
         super().__init__(
-            [str(binary), "--config", str(path), "--host", "127.0.0.1", "--port",
-             str(self.port), "--num_workers", str(os.cpu_count() or 1)],
-            tmp / "litellm.log", env,
+            [
+                str(binary),
+                "--config",
+                str(path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--num_workers",
+                str(os.cpu_count() or 1),
+            ],
+            tmp / "litellm.log",
+            env,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_http(f"{self.url}/health/liveliness", 180)

@@ -64,6 +64,7 @@ class Gateway:
             self.service,
             master_key=master.get_secret_value() if master else None,
             max_body_bytes=self._config.server.max_body_bytes,
+            access_log=self._config.server.access_log,
         )
 
         async def providers_health() -> Any:

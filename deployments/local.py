@@ -89,10 +89,13 @@ def serve_foreground(config: NoaConfig, *, fast: bool = True) -> int:
         master = config.auth.master_key()
         secret = master.get_secret_value() if master else None
         models = [m["id"] for m in _list_models(url, secret)["data"]]
-        print(f"NOA is ready at {url} ({time.monotonic() - started:.1f}s)", flush=True)
-        print(f"  OpenAI base URL: {url}/v1    API docs: {url}/docs", flush=True)
-        print(f"  models: {', '.join(models) or '(none)'}", flush=True)
-        print("Press Ctrl-C to stop.", flush=True)
+        banner = (
+            f"NOA is ready at {url} ({time.monotonic() - started:.1f}s)\n"
+            f"  OpenAI base URL: {url}/v1    API docs: {url}/docs\n"
+            f"  models: {', '.join(models) or '(none)'}\n"
+            "Press Ctrl-C to stop."
+        )
+        print(banner, flush=True)  # one write, so a reader never sees half of it
         _wait_for_signal()
         print("Shutting down NOA...", flush=True)
         serve.shutdown()

@@ -132,6 +132,9 @@ class ServerConfig(_Strict):
     host: str = Field("127.0.0.1", description="HTTP bind address")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port")
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest accepted body")
+    access_log: bool = Field(
+        True, description="one JSON line per request (logger noa.access) when it completes"
+    )
 
 
 class AuthConfig(_Strict):

@@ -29,7 +29,8 @@ class JsonFormatter(logging.Formatter):
         if cid:
             body["correlation_id"] = cid
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in body:
+            # fields starting with "_" are other libraries' internals (Ray's ``_ray_timestamp_ns``)
+            if key not in _STANDARD and key not in body and not key.startswith("_"):
                 body[key] = value
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
@@ -37,11 +38,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Send the ``noa`` loggers to stderr as JSON lines (idempotent)."""
+    """Send the ``noa`` loggers to the process's stderr as JSON lines (idempotent).
+
+    The real stderr (``sys.__stderr__``), not ``sys.stderr``: a Serve replica replaces the latter
+    with a stream that re-logs every line through Serve's own logger, formatting it twice and
+    holding it in a buffer of 1,000 records.
+    """
     logger = logging.getLogger("noa")
     if any(getattr(h, "_noa", False) for h in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler._noa = True  # type: ignore[attr-defined]
     logger.addHandler(handler)

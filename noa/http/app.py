@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import noa
 from noa.http.auth import MasterKey
-from noa.http.middleware import GatewayMiddleware
+from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
 from noa.http.render import NoaRoute, correlation_id, error_response, json_response, result_response
 from noa.service import NoaService
 from noa.wire.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -107,7 +108,11 @@ def _docs(app: FastAPI) -> None:
 
 
 def create_app(
-    service: NoaService, *, master_key: str | None, max_body_bytes: int = 10 * 1024 * 1024
+    service: NoaService,
+    *,
+    master_key: str | None,
+    max_body_bytes: int = 10 * 1024 * 1024,
+    access_log: bool = True,
 ) -> FastAPI:
     """The ASGI app: FastAPI routes behind NOA's middleware."""
     app = FastAPI(
@@ -134,7 +139,12 @@ def create_app(
     key = MasterKey(master_key) if master_key else None
     if key is not None:
         _declare_bearer_auth(app)
-    app.add_middleware(GatewayMiddleware, master_key=key, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        GatewayMiddleware,
+        master_key=key,
+        max_body_bytes=max_body_bytes,
+        access_log=logging.getLogger(ACCESS_LOGGER) if access_log else None,
+    )
     return app
 
 

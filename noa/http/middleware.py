@@ -1,12 +1,15 @@
 """One pure-ASGI middleware for what every request needs before routing.
 
 Correlation id (accepted or generated, echoed as a header), master-key auth on protected
-prefixes, and the body size limit (Content-Length checked up front, chunked bodies counted as
-they arrive). Pure ASGI rather than ``BaseHTTPMiddleware``, which buffers and breaks streaming.
+prefixes, the body size limit (Content-Length checked up front, chunked bodies counted as
+they arrive), and one access-log line per request once its response is over. Pure ASGI rather
+than ``BaseHTTPMiddleware``, which buffers and breaks streaming.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -39,13 +42,37 @@ async def send_error(send: Send, error: NoaError, correlation_id: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class GatewayMiddleware:
-    """Correlation id, auth and body limit, in that order."""
+ACCESS_LOGGER = "noa.access"
+_LOGGED_HEADERS = {b"x-noa-provider": "provider", b"x-noa-model": "model"}
 
-    def __init__(self, app: ASGIApp, *, master_key: MasterKey | None, max_body_bytes: int) -> None:
+
+class _Outcome:
+    """What the access log reports about a response, filled in as it is sent."""
+
+    __slots__ = ("fields", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.fields: dict[str, str] = {}
+
+
+class GatewayMiddleware:
+    """Correlation id, auth and body limit, in that order; then the access-log line."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        master_key: MasterKey | None,
+        max_body_bytes: int,
+        access_log: logging.Logger | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.app = app
         self.master_key = master_key
         self.max_body_bytes = max_body_bytes
+        self.access_log = access_log
+        self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +83,27 @@ class GatewayMiddleware:
         cid = context.accept_or_new(raw_id.decode("latin-1") if raw_id else None)
         context.correlation_id_var.set(cid)
         scope.setdefault("state", {})["correlation_id"] = cid
+        if self.access_log is None or not self.access_log.isEnabledFor(logging.INFO):
+            await self._handle(scope, receive, send, headers, cid, None)
+            return
+        started = self.clock()
+        outcome = _Outcome()
+        try:
+            await self._handle(scope, receive, send, headers, cid, outcome)
+        finally:
+            _log(self.access_log, scope, cid, outcome, self.clock() - started)
 
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        cid: str,
+        outcome: _Outcome | None,
+    ) -> None:
+        if outcome is not None:
+            send = _observed(send, outcome)  # also sees the errors sent below
         path: str = scope["path"]
         if self.master_key is not None and path.startswith(PROTECTED_PREFIXES):
             auth = headers.get(b"authorization")
@@ -103,3 +150,29 @@ class GatewayMiddleware:
         return PayloadTooLargeError(
             f"Request body is larger than the limit of {self.max_body_bytes} bytes"
         )
+
+
+def _observed(send: Send, outcome: _Outcome) -> Send:
+    async def observed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            outcome.status = message["status"]
+            for name, value in message.get("headers", ()):
+                field = _LOGGED_HEADERS.get(name)
+                if field is not None:
+                    outcome.fields[field] = value.decode("latin-1")
+        await send(message)
+
+    return observed
+
+
+def _log(logger: logging.Logger, scope: Scope, cid: str, outcome: _Outcome, elapsed: float) -> None:
+    route = scope.get("route")
+    extra: dict[str, Any] = {
+        "correlation_id": cid,
+        "method": scope["method"],
+        "route": getattr(route, "path", None) or "unmatched",
+        "status": outcome.status or 500,
+        "duration_ms": round(elapsed * 1000, 3),
+        **outcome.fields,
+    }
+    logger.info("request", extra=extra)

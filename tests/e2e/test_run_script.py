@@ -46,7 +46,7 @@ def test_run_script_serves_the_local_model_and_stops_on_ctrl_c() -> None:
     def read() -> None:
         for line in proc.stdout:  # type: ignore[union-attr]
             lines.append(line)
-            if "NOA is ready" in line:
+            if "Press Ctrl-C to stop." in line:  # the last line of the ready banner
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()

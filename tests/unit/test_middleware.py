@@ -1,0 +1,108 @@
+"""GatewayMiddleware as plain ASGI: auth, body limit, correlation ids and the access-log line."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import pytest
+
+from noa.http.auth import MasterKey
+from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
+
+Message = dict[str, Any]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Route:
+    path = "/v1/chat/completions"
+
+
+def app_answering(clock: Clock, status: int = 200) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["route"] = Route()
+        await receive()
+        clock.now += 0.0125
+        headers = [(b"x-noa-provider", b"openai"), (b"x-noa-model", b"gpt-x")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+async def call(middleware: GatewayMiddleware, headers: list[tuple[bytes, bytes]]) -> list[Message]:
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await middleware(scope, receive, send)
+    return sent
+
+
+def records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == ACCESS_LOGGER]
+
+
+async def test_one_access_line_per_request_with_route_status_and_provider(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    middleware = GatewayMiddleware(
+        app_answering(clock),
+        master_key=MasterKey("sk-master"),
+        max_body_bytes=1000,
+        access_log=logging.getLogger(ACCESS_LOGGER),
+        clock=clock,
+    )
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    auth = (b"authorization", b"Bearer sk-master")
+    sent = await call(middleware, [auth, (b"x-correlation-id", b"req-1")])
+    assert sent[0]["status"] == 200
+    assert (b"x-correlation-id", b"req-1") in sent[0]["headers"]
+    (line,) = records(caplog)
+    fields = line.__dict__
+    assert fields["correlation_id"] == "req-1"
+    assert fields["route"] == "/v1/chat/completions"
+    assert fields["status"] == 200 and fields["method"] == "POST"
+    assert fields["duration_ms"] == pytest.approx(12.5)
+    assert fields["provider"] == "openai" and fields["model"] == "gpt-x"
+    assert "sk-master" not in line.getMessage() + repr(fields)
+
+
+async def test_refused_requests_are_logged_too_and_logging_can_be_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    logged = GatewayMiddleware(
+        app_answering(clock),
+        master_key=MasterKey("sk-master"),
+        max_body_bytes=1000,
+        access_log=logging.getLogger(ACCESS_LOGGER),
+        clock=clock,
+    )
+    sent = await call(logged, [(b"authorization", b"Bearer wrong")])
+    assert sent[0]["status"] == 401
+    error = orjson.loads(sent[1]["body"])["error"]
+    (line,) = records(caplog)
+    assert line.__dict__["status"] == 401 and line.__dict__["route"] == "unmatched"
+    assert line.__dict__["correlation_id"] == error["correlation_id"]
+
+    quiet = GatewayMiddleware(
+        app_answering(clock), master_key=None, max_body_bytes=1000, access_log=None
+    )
+    sent = await call(quiet, [])
+    assert sent[0]["status"] == 200 and len(records(caplog)) == 1

@@ -18,8 +18,10 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.support import link_to_health
 from noa import assembly
 from noa.config import parse_config
+from noa.health import readiness
 from noa.http.app import create_app
 from noa.http.render import json_response
 from noa.logs import configure_logging
@@ -46,17 +48,22 @@ class Gateway:
         self._config = parse_config(config)
         self._health = health
         self._cache = cache
-        registry = assembly.registry(self._config)
+        self._registry = assembly.registry(self._config)
+        self._link = None
         core: RouterLike
         if self._config.deployment.hot_path == "inline":
             # Measured fastest: cloud SDK clients in this replica, zero handle hops for them.
             providers: dict[str, Provider] = dict(assembly.cloud_providers(self._config))
             for name, handle in local.items():
                 providers[name] = RemoteProvider(name, "llamacpp", handle, multiplexed=True)
-            core = assembly.router(self._config, providers)
+            share = assembly.quota_share(self._config)
+            inline = assembly.router(self._config, providers, share=share)
+            replica = str(serve.get_replica_context().replica_id)
+            self._link = link_to_health(inline, health, replica)
+            core = inline
         else:
             core = RemoteRouter(router)
-        self.service = NoaService(core, registry)
+        self.service = NoaService(core, self._registry)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         master = self._config.auth.master_key()
@@ -70,12 +77,23 @@ class Gateway:
         async def providers_health() -> Any:
             return json_response(await self._health.snapshot.remote())
 
+        async def ready() -> Any:
+            is_ready, body = readiness(self._registry, await self._health.snapshot.remote())
+            return json_response(body, 200 if is_ready else 503)
+
         app.add_api_route(
             "/health/providers",
             providers_health,
             methods=["GET"],
             tags=["Health"],
-            summary="Latest active probe of each provider",
+            summary="Latest active probe, shared breakers and traffic of each provider",
+        )
+        app.add_api_route(
+            "/health/ready",
+            ready,
+            methods=["GET"],
+            tags=["Health"],
+            summary="Ready when every model has a provider that can answer (503 otherwise)",
         )
         return app
 

@@ -13,6 +13,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.support import link_to_health
 from noa import assembly
 from noa.config import parse_config
 from noa.providers.base import Body
@@ -35,14 +36,18 @@ def remote_providers(
 
 @serve.deployment
 class Router:
-    def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
         self,
         config: dict[str, Any],
         adapters: dict[str, DeploymentHandle],
         local: dict[str, DeploymentHandle],
+        health: DeploymentHandle,
     ) -> None:
         providers = remote_providers(config, adapters, local)
-        self._router = assembly.router(parse_config(config), providers)
+        cfg = parse_config(config)
+        self._router = assembly.router(cfg, providers, share=assembly.quota_share(cfg))
+        replica = str(serve.get_replica_context().replica_id)
+        self._link = link_to_health(self._router, health, replica)
 
     async def chat(self, request: Body) -> Routed:
         return await self._router.chat(request)

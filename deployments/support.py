@@ -10,10 +10,45 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from noa import assembly
+from noa.breaker import Change
+from noa.breaker_hub import BreakerHub, BreakerLink
 from noa.cache_store import TtlLru
 from noa.config import parse_config
 from noa.health import HealthMonitor
 from noa.providers.remote import RemoteProvider
+from noa.router import Router
+
+
+def link_to_health(router: Router, health: DeploymentHandle, replica: str) -> BreakerLink:
+    """Share ``router``'s breakers with every other replica through the HealthActor."""
+
+    async def publish(change: Change) -> None:
+        await health.report.remote(change.key, change.state.value, change.remaining_s)
+
+    async def watch(version: int) -> dict[str, Any]:
+        result: dict[str, Any] = await health.watch.remote(version)
+        return result
+
+    async def claim(key: str) -> bool:
+        result: bool = await health.claim_probe.remote(key)
+        return result
+
+    async def traffic(stats: dict[str, Any]) -> None:
+        await health.report_traffic.remote(replica, stats)
+
+    def on_down(down: frozenset[str]) -> None:
+        router.down = down
+
+    router.breakers.claim_probe = claim
+    link = BreakerLink(
+        router.breakers,
+        publish,
+        watch,
+        on_down=on_down,
+        traffic=(lambda: router.stats.snapshot(), traffic),
+    )
+    link.start()
+    return link
 
 
 @serve.deployment
@@ -38,7 +73,8 @@ class CacheActor:
 
 @serve.deployment
 class HealthActor:
-    """Probes every provider on an interval (no tokens spent) and serves the latest results."""
+    """Probes every provider on an interval (no tokens spent), and holds the breaker state and
+    traffic stats every routing replica shares."""
 
     async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
         self, config: dict[str, Any], local: dict[str, DeploymentHandle]
@@ -48,17 +84,38 @@ class HealthActor:
         for name, handle in local.items():
             self._providers[name] = RemoteProvider(name, "llamacpp", handle)
         self._monitor = HealthMonitor({n: p.check for n, p in self._providers.items()})
+        self._hub = BreakerHub()
         self._interval = cfg.deployment.health_check_interval_s
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(Exception):
-                await self._monitor.check_all()
+                await self.check_now()
             await asyncio.sleep(self._interval)
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return self._monitor.snapshot()
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "providers": self._monitor.snapshot(),
+            "breakers": self._hub.snapshot()["breakers"],
+            "traffic": self._hub.traffic_totals(),
+        }
 
-    async def check_now(self) -> dict[str, dict[str, Any]]:
-        return await self._monitor.check_all()
+    async def check_now(self) -> dict[str, Any]:
+        probes = await self._monitor.check_all()
+        self._hub.set_down(frozenset(n for n, p in probes.items() if p["status"] == "down"))
+        return self.snapshot()
+
+    # -- shared breakers (BreakerLink in every Gateway / Router replica) -------------------------
+
+    def report(self, key: str, state: str, remaining_s: float) -> int:
+        return self._hub.report(key, state, remaining_s)
+
+    def claim_probe(self, key: str) -> bool:
+        return self._hub.claim_probe(key)
+
+    async def watch(self, version: int) -> dict[str, Any]:
+        return await self._hub.watch(version)
+
+    def report_traffic(self, replica: str, stats: dict[str, Any]) -> None:
+        self._hub.report_traffic(replica, stats)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from noa.breaker import BreakerBoard
 from noa.config import (
     BUNDLED_MODEL_NAME,
     AnthropicProviderConfig,
@@ -27,6 +28,7 @@ from noa.providers.llamacpp_models import (
 )
 from noa.providers.llamacpp_process import LlamaProcess
 from noa.providers.openai_provider import OpenAIProvider
+from noa.quota import ProviderQuota
 from noa.registry import ModelRegistry, ProviderInfo
 from noa.router import Router
 from noa.service import NoaService
@@ -91,17 +93,42 @@ def llama_settings(cfg: LlamaCppProviderConfig, gpu_visible: bool) -> LlamaSetti
 
 def registry(config: NoaConfig, environ: Environ | None = None) -> ModelRegistry:
     local = {name: catalog(cfg).names() for name, cfg in local_provider_configs(config).items()}
-    return ModelRegistry(config.models, provider_infos(config, environ), local)
+    return ModelRegistry(config.models, provider_infos(config, environ), local, config.routing)
+
+
+def quota_share(config: NoaConfig) -> float:
+    """Each routing replica's share of a provider's limits: Gateway and Router replicas both
+    call providers (the Router serves Python callers even when the hot path is inline)."""
+    d = config.deployment
+    callers = d.router.num_replicas + (d.gateway.num_replicas if d.hot_path == "inline" else 0)
+    return 1.0 / callers
+
+
+def quotas(config: NoaConfig, share: float = 1.0) -> dict[str, ProviderQuota]:
+    """Quota trackers for every provider with configured limits."""
+    return {
+        name: ProviderQuota(cfg.limits, share=share)
+        for name, cfg in config.providers.items()
+        if cfg.limits.rpm or cfg.limits.tpm or cfg.limits.max_concurrency
+    }
 
 
 def router(
-    config: NoaConfig, providers: Mapping[str, Provider], environ: Environ | None = None
+    config: NoaConfig,
+    providers: Mapping[str, Provider],
+    environ: Environ | None = None,
+    *,
+    share: float = 1.0,
+    breakers: BreakerBoard | None = None,
 ) -> Router:
     """A router over ``providers``; llama.cpp answers are reported under NOA's model ids."""
     return Router(
         registry(config, environ),
         providers,
         rename_models=frozenset(local_provider_configs(config)),
+        routing=config.routing,
+        quotas=quotas(config, share),
+        breakers=breakers,
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 Capability = Literal["chat", "completions", "embeddings", "streaming", "tools", "vision"]
 HotPath = Literal["inline", "router"]
+Strategy = Literal["priority", "least-latency", "least-cost", "least-busy"]
 
 
 class ConfigError(ValueError):
@@ -32,8 +33,22 @@ def _env_secret(name: str, environ: Mapping[str, str] | None) -> SecretStr | Non
     return SecretStr(value) if value else None
 
 
+class ProviderLimits(_Strict):
+    """The provider account's own limits: NOA routes around it before the upstream says 429.
+
+    Tracked in each replica that calls the provider, each taking an equal share of the limit
+    (``limit / replicas``), so the sum across replicas never exceeds what is configured.
+    """
+
+    rpm: int | None = Field(None, gt=0, description="requests per minute")
+    tpm: int | None = Field(None, gt=0, description="tokens (input + output) per minute")
+    max_concurrency: int | None = Field(None, gt=0, description="requests in flight at once")
+
+
 class _CloudProviderConfig(_Strict):
     """What every SDK-backed cloud provider has: a key and a base URL from the environment."""
+
+    limits: ProviderLimits = ProviderLimits()
 
     api_key_env: str = Field(description="env var holding the API key")
     base_url: str | None = Field(None, description="upstream base URL; overrides base_url_env")
@@ -81,6 +96,7 @@ class LlamaCppProviderConfig(_Strict):
     """Local GGUF models run by llama-cpp-python in LlamaCpp replicas."""
 
     kind: Literal["llamacpp"] = "llamacpp"
+    limits: ProviderLimits = ProviderLimits()
     models_dir: Path | None = Field(
         None, description="directory of *.gguf files, served as <provider>/<file stem>"
     )
@@ -114,18 +130,98 @@ DEFAULT_CAPABILITIES: dict[str, frozenset[str]] = {
 }
 
 
+class Price(_Strict):
+    """USD per million tokens."""
+
+    input: float = Field(0.0, ge=0, description="USD per million input (prompt) tokens")
+    output: float = Field(0.0, ge=0, description="USD per million output (completion) tokens")
+
+
+class ChainEntry(_Strict):
+    """One place a model can be served: a provider and the model's name there."""
+
+    provider: str = Field(description="name of an entry in `providers`")
+    upstream: str = Field(description="the model's name at the provider")
+    price: Price | None = Field(None, description="overrides the model's price for this entry")
+
+
 class ModelConfig(_Strict):
-    """A model clients can name: an id, aliases, and where it is served."""
+    """A model clients can name: an id, aliases, and the ordered chain of places serving it.
+
+    ``provider`` + ``upstream`` is the one-entry shorthand of ``chain``.
+    """
 
     id: str = Field(min_length=1, description="the name clients send as `model`")
     aliases: list[str] = Field(default_factory=list, description="other accepted names")
-    provider: str = Field(description="name of an entry in `providers`")
-    upstream: str = Field(description="the model's name at the provider")
+    provider: str | None = Field(None, description="shorthand: a one-entry chain's provider")
+    upstream: str | None = Field(None, description="shorthand: a one-entry chain's upstream")
+    chain: list[ChainEntry] = Field(
+        default_factory=list, description="providers in fallback order (priority strategy)"
+    )
+    strategy: Strategy = Field("priority", description="how the chain's entries are ordered")
     capabilities: frozenset[Capability] | None = Field(
-        None, description="what the model can do; default: its provider kind's set"
+        None, description="what the model can do; default: its first provider kind's set"
     )
     context_length: int | None = Field(None, gt=0, description="context window in tokens")
+    price: Price | None = Field(None, description="USD per million tokens, for every entry")
+    tags: list[str] = Field(default_factory=list, description="free labels, shown in /v1/models")
     owned_by: str | None = Field(None, description="shown in /v1/models")
+
+    @model_validator(mode="after")
+    def _one_way_to_say_where(self) -> ModelConfig:
+        if self.chain and (self.provider or self.upstream):
+            raise ValueError("give either `chain` or `provider` + `upstream`, not both")
+        if not self.chain and not (self.provider and self.upstream):
+            raise ValueError("needs `provider` and `upstream`, or a `chain`")
+        return self
+
+    def entries(self) -> list[ChainEntry]:
+        if self.chain:
+            return list(self.chain)
+        assert self.provider is not None and self.upstream is not None
+        return [ChainEntry(provider=self.provider, upstream=self.upstream)]
+
+
+class GroupConfig(_Strict):
+    """A name that routes among several models by a strategy (``auto`` is a group too)."""
+
+    id: str = Field(min_length=1, description="the name clients send as `model`")
+    models: list[str] = Field(min_length=1, description="ids of configured models")
+    strategy: Strategy = Field("priority", description="how the members' entries are ordered")
+
+
+class BreakerConfig(_Strict):
+    """A circuit breaker per (provider, upstream model)."""
+
+    failure_threshold: int = Field(5, ge=1, description="consecutive failures that open it")
+    error_rate: float = Field(
+        0.5, gt=0, le=1, description="or this failure share over `window_s` opens it"
+    )
+    min_requests: int = Field(20, ge=1, description="calls in the window before the rate counts")
+    window_s: float = Field(30.0, gt=0, description="the error-rate window")
+    cooldown_s: float = Field(30.0, gt=0, description="OPEN this long, then one probe")
+
+
+class RoutingConfig(_Strict):
+    """Fallback, retries, deadlines, breakers and model groups."""
+
+    groups: list[GroupConfig] = Field(default_factory=list, description="named model groups")
+    auto_strategy: Strategy = Field(
+        "priority", description="the `auto` group (every configured model) when not in groups"
+    )
+    retries: int = Field(1, ge=0, le=10, description="retries per candidate after its first try")
+    backoff_base_s: float = Field(0.2, ge=0, description="retry n waits base * 2^n (+30% jitter)")
+    backoff_cap_s: float = Field(5.0, ge=0, description="longest wait between retries")
+    max_retry_after_s: float = Field(
+        5.0, ge=0, description="a longer upstream Retry-After moves on to the next candidate"
+    )
+    deadline_s: float = Field(
+        600.0, gt=0, description="bounds a request's whole chain (streams: until the first token)"
+    )
+    stream_idle_timeout_s: float = Field(
+        60.0, gt=0, description="a stream silent this long fails (before its first token: next)"
+    )
+    breaker: BreakerConfig = BreakerConfig()
 
 
 class ServerConfig(_Strict):
@@ -223,6 +319,7 @@ class NoaConfig(_Strict):
         default_factory=lambda: [bundled_model("local")],
         description="default: the bundled SmolLM2 on the first llama.cpp provider",
     )
+    routing: RoutingConfig = RoutingConfig()
     deployment: DeploymentConfig = DeploymentConfig()
 
     @model_validator(mode="before")
@@ -240,17 +337,30 @@ class NoaConfig(_Strict):
             if not provider or "/" in provider:
                 raise ValueError(f"providers.{provider}: a provider name cannot contain '/'")
         for i, model in enumerate(self.models):
-            if model.provider not in self.providers:
-                raise ValueError(
-                    f"models.{i}.provider: '{model.provider}' is not in providers "
-                    f"({', '.join(sorted(self.providers)) or 'none'})"
-                )
+            for entry in model.entries():
+                if entry.provider not in self.providers:
+                    raise ValueError(
+                        f"models.{i}: provider '{entry.provider}' is not in providers "
+                        f"({', '.join(sorted(self.providers)) or 'none'})"
+                    )
             for name in (model.id, *model.aliases):
                 if name in names:
                     raise ValueError(
                         f"models.{i}: name '{name}' is already used by model '{names[name]}'"
                     )
                 names[name] = model.id
+        ids = {m.id for m in self.models}
+        for i, group in enumerate(self.routing.groups):
+            if group.id in names:
+                raise ValueError(
+                    f"routing.groups.{i}: name '{group.id}' is already used by a model"
+                )
+            missing = [m for m in group.models if m not in ids]
+            if missing:
+                raise ValueError(
+                    f"routing.groups.{i}: {', '.join(missing)} not among the configured models"
+                )
+            names[group.id] = group.id
         return self
 
 

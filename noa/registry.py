@@ -1,7 +1,10 @@
-"""The model registry: which names clients may send and where each one is served.
+"""The model registry: which names clients may send and where each one can be served.
 
-A name resolves to a ``Route`` in this order: a configured model id, a configured alias, then
-``<provider>/<upstream name>`` for any enabled provider (``openai/gpt-4o``, ``local/my-gguf``).
+A name resolves to a ``Plan`` (the candidates that may answer, and the strategy that orders
+them) in this order: a configured model id, a configured alias, a group id (``auto`` is the
+implicit group of every configured model), then ``<provider>/<upstream name>`` for any enabled
+provider (``openai/gpt-4o``, ``local/my-gguf``). Entries whose provider is not enabled (no API
+key) drop out of a chain; a model with none left cannot be served.
 """
 
 from __future__ import annotations
@@ -10,19 +13,42 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from noa.config import DEFAULT_CAPABILITIES, ModelConfig
+from noa.config import (
+    DEFAULT_CAPABILITIES,
+    GroupConfig,
+    ModelConfig,
+    Price,
+    RoutingConfig,
+    Strategy,
+)
 from noa.errors import InvalidRequestError, ModelNotFoundError
 from noa.wire import responses
 
+AUTO = "auto"
+
 
 @dataclass(frozen=True, slots=True)
-class Route:
-    """Where one request goes."""
+class Candidate:
+    """One place a request may go: the model that answers, its provider and upstream name."""
 
     model_id: str
     provider: str
     upstream: str
-    capabilities: frozenset[str]
+    price: Price | None = None
+
+    @property
+    def key(self) -> str:
+        """What breakers, latency and in-flight counts are kept per."""
+        return f"{self.provider}/{self.upstream}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The candidates for one request, in configured order, and how to order them."""
+
+    name: str
+    candidates: tuple[Candidate, ...]
+    strategy: Strategy = "priority"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,27 +60,89 @@ class ProviderInfo:
 
 
 class ModelRegistry:
-    """Resolves names to routes and describes models for ``/v1/models``."""
+    """Resolves names to plans and describes models for ``/v1/models``."""
 
     def __init__(
         self,
         models: Sequence[ModelConfig],
         providers: Iterable[ProviderInfo],
         local_models: Mapping[str, Sequence[str]] | None = None,
+        routing: RoutingConfig | None = None,
     ) -> None:
         self._providers = {p.name: p for p in providers}
-        self._routes: dict[str, Route] = {}
-        self._configs: dict[str, ModelConfig] = {}
+        self._configs: dict[str, ModelConfig] = {m.id: m for m in models}
+        self._names: dict[str, str] = {}
         for m in models:
-            kind = self._providers[m.provider].kind
-            caps = frozenset(m.capabilities or DEFAULT_CAPABILITIES[kind])
-            route = Route(m.id, m.provider, m.upstream, caps)
             for name in (m.id, *m.aliases):
-                self._routes[name] = route
-            self._configs[m.id] = m
+                self._names[name] = m.id
+        routing = routing or RoutingConfig()
+        self._groups: dict[str, GroupConfig] = {g.id: g for g in routing.groups}
+        if AUTO not in self._groups and AUTO not in self._names and models:
+            every = [m.id for m in models]
+            auto = GroupConfig(id=AUTO, models=every, strategy=routing.auto_strategy)
+            self._auto: GroupConfig | None = auto
+        else:
+            self._auto = None
         self._local = {k: list(v) for k, v in (local_models or {}).items()}
 
-    def _prefix_route(self, name: str) -> Route | None:
+    # -- resolving -------------------------------------------------------------------------------
+
+    def capabilities(self, model: ModelConfig) -> frozenset[str]:
+        if model.capabilities:
+            return frozenset(model.capabilities)
+        return DEFAULT_CAPABILITIES[self._providers[model.entries()[0].provider].kind]
+
+    def _enabled(self, model: ModelConfig) -> list[Candidate]:
+        return [
+            Candidate(model.id, e.provider, e.upstream, e.price or model.price)
+            for e in model.entries()
+            if self._providers[e.provider].enabled
+        ]
+
+    def _serves(self, provider: str, capability: str) -> bool:
+        return capability in DEFAULT_CAPABILITIES[self._providers[provider].kind]
+
+    def _model_plan(self, name: str, model: ModelConfig, capability: str, stream: bool) -> Plan:
+        enabled = self._enabled(model)
+        if not enabled:
+            why = "; ".join(
+                f"provider '{p.name}' is not enabled ({p.why_disabled})"
+                for p in (self._providers[e.provider] for e in model.entries())
+            )
+            raise ModelNotFoundError(f"The model `{name}` cannot be served: {why}", param="model")
+        caps = self.capabilities(model)
+        if capability not in caps:
+            raise InvalidRequestError(
+                f"The model `{name}` does not support {capability}", param="model"
+            )
+        if stream and "streaming" not in caps:
+            raise InvalidRequestError(
+                f"The model `{name}` does not support streaming", param="stream"
+            )
+        able = tuple(c for c in enabled if self._serves(c.provider, capability))
+        if not able:
+            raise InvalidRequestError(
+                f"No enabled provider of the model `{name}` supports {capability}", param="model"
+            )
+        return Plan(name, able, model.strategy)
+
+    def _group_plan(self, name: str, group: GroupConfig, capability: str, stream: bool) -> Plan:
+        candidates: list[Candidate] = []
+        for model_id in group.models:
+            model = self._configs[model_id]
+            caps = self.capabilities(model)
+            if capability not in caps or (stream and "streaming" not in caps):
+                continue
+            candidates += [c for c in self._enabled(model) if self._serves(c.provider, capability)]
+        if not candidates:
+            what = f"{capability} with streaming" if stream else capability
+            raise InvalidRequestError(
+                f"No model of the group `{name}` that can be served supports {what}",
+                param="model",
+            )
+        return Plan(name, tuple(candidates), group.strategy)
+
+    def _prefix_plan(self, name: str, capability: str, stream: bool) -> Plan | None:
         provider, sep, upstream = name.partition("/")
         info = self._providers.get(provider)
         if not sep or not upstream or info is None:
@@ -65,36 +153,31 @@ class ModelRegistry:
                 f" ({info.why_disabled})",
                 param="model",
             )
-        return Route(name, provider, upstream, DEFAULT_CAPABILITIES[info.kind])
+        caps = DEFAULT_CAPABILITIES[info.kind]
+        if capability not in caps or (stream and "streaming" not in caps):
+            raise InvalidRequestError(
+                f"The model `{name}` does not support {capability}", param="model"
+            )
+        return Plan(name, (Candidate(name, provider, upstream),))
 
-    def resolve(self, name: str, capability: str, stream: bool = False) -> Route:
-        route = self._routes.get(name)
-        if route is not None:
-            info = self._providers[route.provider]
-            if not info.enabled:
-                raise ModelNotFoundError(
-                    f"The model `{name}` cannot be served: provider '{route.provider}' is not"
-                    f" enabled ({info.why_disabled})",
-                    param="model",
-                )
-        else:
-            route = self._prefix_route(name)
-        if route is None:
+    def resolve(self, name: str, capability: str, stream: bool = False) -> Plan:
+        model_id = self._names.get(name)
+        if model_id is not None:
+            return self._model_plan(name, self._configs[model_id], capability, stream)
+        group = self._groups.get(name) or (self._auto if name == AUTO else None)
+        if group is not None:
+            return self._group_plan(name, group, capability, stream)
+        plan = self._prefix_plan(name, capability, stream)
+        if plan is None:
             raise ModelNotFoundError(
                 f"The model `{name}` does not exist. GET /v1/models lists the configured models;"
                 f" <provider>/<model> names any model of an enabled provider"
                 f" ({', '.join(self.enabled_providers()) or 'none enabled'}).",
                 param="model",
             )
-        if capability not in route.capabilities:
-            raise InvalidRequestError(
-                f"The model `{name}` does not support {capability}", param="model"
-            )
-        if stream and "streaming" not in route.capabilities:
-            raise InvalidRequestError(
-                f"The model `{name}` does not support streaming", param="stream"
-            )
-        return route
+        return plan
+
+    # -- describing -----------------------------------------------------------------------------
 
     def enabled_providers(self) -> list[str]:
         return sorted(n for n, p in self._providers.items() if p.enabled)
@@ -102,35 +185,59 @@ class ModelRegistry:
     def providers(self) -> list[ProviderInfo]:
         return list(self._providers.values())
 
+    def models(self) -> list[ModelConfig]:
+        return list(self._configs.values())
+
     def _card(self, model_id: str) -> dict[str, Any]:
         if model_id in self._configs:
             m = self._configs[model_id]
+            entries = self._enabled(m)
+            extra: dict[str, Any] = {
+                "aliases": list(m.aliases),
+                "provider": entries[0].provider,
+                "chain": [{"provider": c.provider, "upstream": c.upstream} for c in entries],
+                "strategy": m.strategy,
+                "capabilities": sorted(self.capabilities(m)),
+                "context_length": m.context_length,
+                "tags": list(m.tags),
+            }
+            if m.price is not None:
+                extra["pricing"] = {
+                    "input_per_million": m.price.input,
+                    "output_per_million": m.price.output,
+                }
+            kind = self._providers[entries[0].provider].kind
+            return responses.model_card(m.id, m.owned_by or kind, **extra)
+        if model_id in self._groups:
+            g = self._groups[model_id]
             return responses.model_card(
-                m.id,
-                m.owned_by or self._providers[m.provider].kind,
-                aliases=list(m.aliases),
-                provider=m.provider,
-                capabilities=sorted(m.capabilities or DEFAULT_CAPABILITIES[self._kind(m)]),
-                context_length=m.context_length,
+                g.id,
+                "noa",
+                group=list(g.models),
+                strategy=g.strategy,
+                capabilities=sorted(
+                    set().union(*(self.capabilities(self._configs[m]) for m in g.models))
+                ),
             )
         provider = model_id.partition("/")[0]
+        kind = self._providers[provider].kind
         return responses.model_card(
             model_id,
-            self._providers[provider].kind,
+            kind,
             provider=provider,
-            capabilities=sorted(DEFAULT_CAPABILITIES[self._providers[provider].kind]),
+            capabilities=sorted(DEFAULT_CAPABILITIES[kind]),
         )
 
-    def _kind(self, m: ModelConfig) -> str:
-        return self._providers[m.provider].kind
-
     def list_models(self) -> list[dict[str, Any]]:
-        cards = [
-            self._card(model_id)
-            for model_id, m in self._configs.items()
-            if self._providers[m.provider].enabled
+        servable = [m for m in self._configs.values() if self._enabled(m)]
+        cards = [self._card(m.id) for m in servable]
+        cards += [
+            self._card(g.id)
+            for g in self._groups.values()
+            if any(self._enabled(self._configs[m]) for m in g.models)
         ]
-        served = {r.provider + "/" + r.upstream for r in self._routes.values()} | set(self._configs)
+        served = {f"{e.provider}/{e.upstream}" for m in servable for e in m.entries()}
+        served |= set(self._configs)
         for provider, names in self._local.items():
             if self._providers.get(provider) and self._providers[provider].enabled:
                 cards.extend(
@@ -139,9 +246,9 @@ class ModelRegistry:
         return cards
 
     def get_model(self, name: str) -> dict[str, Any]:
-        route = self._routes.get(name)
-        if route is not None and self._providers[route.provider].enabled:
-            return self._card(route.model_id)
+        model_id = self._names.get(name)
+        if model_id is not None and self._enabled(self._configs[model_id]):
+            return self._card(model_id)
         for card in self.list_models():
             if card["id"] == name:
                 return card

@@ -118,5 +118,20 @@ class NoaService:
         else:
             raise InvalidRequestError(f"unknown operation '{operation}'")
         if isinstance(result, Routed):
-            return result.body
-        return client_chunks(result, include_usage(body))
+            return {**result.body, "noa": result.info.metadata()}
+        return _with_metadata(client_chunks(result, include_usage(body)), result.info.metadata())
+
+
+async def _with_metadata(
+    chunks: AsyncGenerator[Body, None], metadata: Body
+) -> AsyncGenerator[Body, None]:
+    """Python callers' streams: the first chunk carries what ``x-noa-*`` headers say over HTTP."""
+    first = True
+    try:
+        async for chunk in chunks:
+            if first:
+                chunk = {**chunk, "noa": metadata}
+                first = False
+            yield chunk
+    finally:
+        await chunks.aclose()

@@ -39,6 +39,7 @@ class Step:
     cut_after: int | None = None  # stream: close the connection after N events
     raw: bytes | None = None  # reply with these bytes as the body (malformed replies)
     gate: threading.Event | None = None  # stream: send the first event, wait for the gate
+    stall_s: float = 0.0  # stream: headers at once, then silence this long before the first event
 
 
 @dataclass
@@ -79,7 +80,9 @@ class FakeUpstream:
         self.api_key = api_key
         self.chunk_delay_s = chunk_delay_s
         self.script: deque[Step] = deque()
+        self.always: Step | None = None  # applied whenever the script is empty
         self.requests: list[Recorded] = []
+        self.disconnects = 0  # clients that went away while a delayed answer was pending
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -110,7 +113,9 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self.script.clear()
+        self.always = None
         self.requests.clear()
+        self.disconnects = 0
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
@@ -136,9 +141,10 @@ class FakeUpstream:
                 None,
                 self._error(401, "invalid x-api-key", anthropic, "authentication_error"),
             )
-        step = self.script.popleft() if self.script else None
-        if step is not None and step.delay_s:
-            await asyncio.sleep(step.delay_s)
+        step = self.script.popleft() if self.script else self.always
+        if step is not None and step.delay_s and await self._client_left(request, step.delay_s):
+            self.disconnects += 1
+            return body, step, Response(status_code=499)
         if step is not None and step.raw is not None:
             return body, step, Response(step.raw, step.status, step.headers, "application/json")
         if step is not None and step.status != 200:
@@ -153,6 +159,16 @@ class FakeUpstream:
                 )
             return body, step, JSONResponse(content, step.status, step.headers)
         return body, step, None
+
+    @staticmethod
+    async def _client_left(request: Request, delay_s: float) -> bool:
+        """Wait ``delay_s``; True as soon as the client disconnects instead."""
+        deadline = time.monotonic() + delay_s
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(0.01, left))
+            if await request.is_disconnected():
+                return True
+        return False
 
     @staticmethod
     def _error(
@@ -171,9 +187,12 @@ class FakeUpstream:
     def _sse(self, events: list[bytes], step: Step | None) -> StreamingResponse:
         cut = step.cut_after if step is not None else None
         gate = step.gate if step is not None else None
+        stall = step.stall_s if step is not None else 0.0
 
         async def gen() -> Any:
             for i, event in enumerate(events):
+                if i == 0 and stall:
+                    await asyncio.sleep(stall)
                 if cut is not None and i >= cut:
                     return
                 if self.chunk_delay_s and i:

@@ -30,6 +30,7 @@ def noa_url(tiny_gguf: Path, upstream_env: dict[str, str]) -> Iterator[str]:
     config = parse_config(
         {
             "server": {"max_body_bytes": LIMIT},
+            "routing": {"retries": 0},  # these tests look at single upstream failures
             "providers": {
                 "openai": {"kind": "openai", "max_retries": 0},
                 "anthropic": {"kind": "anthropic", "max_retries": 0},

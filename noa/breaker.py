@@ -206,5 +206,9 @@ class BreakerBoard:
         """Seconds until the first of ``keys`` may be probed."""
         return min((self.get(k).remaining() for k in keys), default=0.0)
 
+    def reset(self) -> None:
+        """Forget every breaker (all CLOSED, no failures counted)."""
+        self._breakers.clear()
+
     def snapshot(self) -> dict[str, dict[str, object]]:
         return {key: b.snapshot() for key, b in self._breakers.items()}

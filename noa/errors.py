@@ -9,10 +9,11 @@
     ├── MethodNotAllowedError         405 invalid_request_error (client)
     ├── PayloadTooLargeError          413 invalid_request_error (client)
     ├── RateLimitError                429 rate_limit_error      (client)
+    ├── ClientDisconnectedError       499 client_closed_request (client; nobody reads it)
     ├── UpstreamError                 502 upstream_error        (external, retryable)
     │   ├── UpstreamTimeoutError      504 timeout_error         (external, retryable)
     │   ├── UpstreamRateLimitError    502 upstream_error        (external, retryable)
-    │   └── UpstreamAuthError         502 upstream_error        (external, not retryable)
+    │   └── UpstreamAuthError         502 upstream_error        (external, falls back, no retry)
     └── ServiceUnavailableError       503 service_unavailable   (server)
 
 Every error crosses Ray DeploymentHandles, so each one pickles to itself with all its
@@ -154,6 +155,16 @@ class RateLimitError(NoaError):
     default_code = "rate_limit_exceeded"
 
 
+class ClientDisconnectedError(NoaError):
+    """The client went away before the answer; its upstream call was cancelled (logged as 499,
+    the status nginx uses for it; nobody is left to read it)."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+    category = "client"
+    default_code = "client_closed_request"
+
+
 class UpstreamError(NoaError):
     """The provider failed (5xx, malformed reply, connection error): another may answer."""
 
@@ -200,6 +211,7 @@ ALL_ERRORS: tuple[type[NoaError], ...] = (
     MethodNotAllowedError,
     PayloadTooLargeError,
     RateLimitError,
+    ClientDisconnectedError,
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamRateLimitError,

@@ -301,7 +301,8 @@ class Router:
                     lease.close(ok=False)
                     errors.append(e)
                     reasons.append(f"{candidate.key}: {e.message}")
-                    delay = self._retry_delay(e, retry, deadline)
+                    last = index == len(ordered) - 1
+                    delay = self._retry_delay(e, retry, deadline, last)
                     if delay is None:
                         break
                     await self._sleep(delay)
@@ -315,10 +316,16 @@ class Router:
                 return result, candidate, attempts, index
         raise self._exhausted(plan, reasons, errors, skips, attempts)
 
-    def _retry_delay(self, error: UpstreamError, retry: int, deadline: float) -> float | None:
-        """Seconds to wait before retrying the same candidate, or None to move on."""
+    def _retry_delay(
+        self, error: UpstreamError, retry: int, deadline: float, last: bool
+    ) -> float | None:
+        """Seconds to wait before retrying the same candidate, or None to move on.
+
+        A timeout already cost the whole per-call timeout: the next candidate goes first."""
         r = self.routing
         if not error.retryable or retry >= r.retries:
+            return None
+        if isinstance(error, UpstreamTimeoutError) and not last:
             return None
         if error.retry_after is not None:
             if error.retry_after > r.max_retry_after_s:

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import noa
 from noa.http.auth import MasterKey
+from noa.http.disconnect import unless_disconnected
 from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
 from noa.http.render import NoaRoute, correlation_id, error_response, json_response, result_response
 from noa.service import NoaService
@@ -48,13 +49,16 @@ def _api_router(service: NoaService) -> APIRouter:
     router = APIRouter(route_class=NoaRoute)
 
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        return result_response(await service.chat(body), request, _wants_usage(body))
+        result = await unless_disconnected(request.receive, service.chat(body))
+        return result_response(result, request, _wants_usage(body))
 
     async def completions(request: Request, body: CompletionRequest) -> Response:
-        return result_response(await service.completion(body), request, _wants_usage(body))
+        result = await unless_disconnected(request.receive, service.completion(body))
+        return result_response(result, request, _wants_usage(body))
 
     async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
-        return result_response(await service.embeddings(body), request, False)
+        result = await unless_disconnected(request.receive, service.embeddings(body))
+        return result_response(result, request, False)
 
     async def list_models() -> Response:
         return json_response(service.list_models())

@@ -105,6 +105,7 @@ def ensure_litellm() -> Path:
 
 
 def litellm_version() -> str:
+    ensure_litellm()
     out = subprocess.run(
         [
             str(LITELLM_VENV / "bin" / "python"),

@@ -13,9 +13,46 @@ from noa.testing.serve_cluster import ServeCluster
 MASTER_KEY = "noa-e2e-master-key"
 
 
+BREAKER_COOLDOWN_S = 60.0
+
+
 @pytest.fixture(scope="session")
-def cluster(upstream: FakeUpstream, upstream_env: dict[str, str]) -> Iterator[ServeCluster]:
-    serve_cluster = ServeCluster(upstream_env, MASTER_KEY)
+def flaky(upstream_key: str) -> Iterator[FakeUpstream]:
+    """A second OpenAI-compatible upstream, first in the `resilient` chain; tests break it."""
+    fake = FakeUpstream(api_key=upstream_key).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    upstream: FakeUpstream, upstream_env: dict[str, str], flaky: FakeUpstream
+) -> Iterator[ServeCluster]:
+    # serve_config.yaml as shipped, plus a chain [flaky, upstream] and two Gateway replicas
+    # (limits, breakers and metrics must hold across replicas)
+    args = {
+        "providers": {"flaky": {"kind": "openai", "base_url": f"{flaky.base_url}/v1"}},
+        "models": [
+            {
+                "id": "local/smollm2-135m-instruct",
+                "aliases": ["smollm2"],
+                "provider": "local",
+                "upstream": "smollm2-135m-instruct",
+                "context_length": 8192,
+                "owned_by": "HuggingFaceTB",
+            },
+            {
+                "id": "resilient",
+                "chain": [
+                    {"provider": "flaky", "upstream": "gpt-flaky"},
+                    {"provider": "openai", "upstream": "gpt-steady"},
+                ],
+            },
+        ],
+        "routing": {"breaker": {"cooldown_s": BREAKER_COOLDOWN_S}},
+        "deployment": {"gateway": {"num_replicas": 2}},
+    }
+    serve_cluster = ServeCluster(upstream_env, MASTER_KEY, args)
     try:
         yield serve_cluster.start()
     finally:

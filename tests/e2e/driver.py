@@ -29,6 +29,7 @@ report["streamed_text"] = "".join(
     c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
 )
 report["stream_usage"] = chunks[-1]["usage"]
+report["stream_noa"] = chunks[0].get("noa")
 report["models"] = [m["id"] for m in handle.models.remote().result()["data"]]
 embedding = handle.embeddings.remote({"model": "smollm2", "input": "hello"}).result()
 report["embedding_length"] = len(embedding["data"][0]["embedding"])

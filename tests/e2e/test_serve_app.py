@@ -133,6 +133,10 @@ def test_another_ray_driver_uses_the_app_handle(cluster: ServeCluster) -> None:
     assert "Paris" in report["chat"]["choices"][0]["message"]["content"]
     assert "Paris" in report["streamed_text"]
     assert report["stream_usage"]["completion_tokens"] > 0
+    # what x-noa-* headers say over HTTP, handle callers get in the `noa` field
+    assert report["chat"]["noa"]["provider"] == "local"
+    assert report["chat"]["noa"]["attempts"] == 1
+    assert report["stream_noa"]["model"] == "local/smollm2-135m-instruct"
     assert report["models"][0] == "local/smollm2-135m-instruct"
     assert report["embedding_length"] > 0
     assert report["not_found"] == {"status": 404, "is_model_not_found": True}

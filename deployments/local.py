@@ -80,7 +80,13 @@ def serve_foreground(config: NoaConfig, *, fast: bool = True) -> int:
     from deployments.app import build
 
     started = time.monotonic()
-    ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    # a private local instance: never attach to a Ray cluster that happens to run here
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
     try:
         serve.start(http_options={"host": config.server.host, "port": config.server.port})
         d = config.deployment

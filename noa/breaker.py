@@ -38,28 +38,37 @@ class Change:
 
 
 class _Window:
-    """Calls and failures over the last ``span`` seconds, in ten buckets."""
+    """Calls and failures over the last ``span`` seconds, in ten buckets, with running totals."""
 
-    __slots__ = ("_buckets", "_width")
+    __slots__ = ("_buckets", "_width", "calls", "failures")
 
     def __init__(self, span: float) -> None:
         self._width = span / 10
         self._buckets: list[list[float]] = []  # [bucket start, calls, failures]
+        self.calls = 0
+        self.failures = 0
 
     def add(self, now: float, failed: bool) -> tuple[int, int]:
         start = now - now % self._width
-        if not self._buckets or self._buckets[-1][0] != start:
-            self._buckets.append([start, 0, 0])
-        bucket = self._buckets[-1]
+        buckets = self._buckets
+        if not buckets or buckets[-1][0] != start:
+            oldest = now - self._width * 10
+            while buckets and buckets[0][0] + self._width <= oldest:
+                _, calls, failures = buckets.pop(0)
+                self.calls -= int(calls)
+                self.failures -= int(failures)
+            buckets.append([start, 0, 0])
+        bucket = buckets[-1]
         bucket[1] += 1
-        bucket[2] += failed
-        oldest = now - self._width * 10
-        while self._buckets and self._buckets[0][0] + self._width <= oldest:
-            self._buckets.pop(0)
-        return int(sum(b[1] for b in self._buckets)), int(sum(b[2] for b in self._buckets))
+        self.calls += 1
+        if failed:
+            bucket[2] += 1
+            self.failures += 1
+        return self.calls, self.failures
 
     def clear(self) -> None:
         self._buckets.clear()
+        self.calls = self.failures = 0
 
 
 class Breaker:

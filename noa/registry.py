@@ -84,6 +84,7 @@ class ModelRegistry:
         else:
             self._auto = None
         self._local = {k: list(v) for k, v in (local_models or {}).items()}
+        self._plans: dict[tuple[str, str, bool], Plan] = {}
 
     # -- resolving -------------------------------------------------------------------------------
 
@@ -161,6 +162,15 @@ class ModelRegistry:
         return Plan(name, (Candidate(name, provider, upstream),))
 
     def resolve(self, name: str, capability: str, stream: bool = False) -> Plan:
+        key = (name, capability, stream)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._resolve(name, capability, stream)
+            if name in self._names or name in self._groups or name == AUTO:
+                self._plans[key] = plan  # configured names only: the cache stays bounded
+        return plan
+
+    def _resolve(self, name: str, capability: str, stream: bool) -> Plan:
         model_id = self._names.get(name)
         if model_id is not None:
             return self._model_plan(name, self._configs[model_id], capability, stream)

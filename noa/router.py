@@ -261,7 +261,10 @@ class Router:
         candidates passed over). ``attempt`` owns the lease once it returns."""
         r = self.routing
         deadline = self._clock() + r.deadline_s
-        prompt, completion = estimate_tokens(request)
+        needs_tokens = plan.strategy == "least-cost" or any(
+            c.provider in self._quotas for c in plan.candidates
+        )
+        prompt, completion = estimate_tokens(request) if needs_tokens else (0, 0)
         ordered = order(
             plan.candidates,
             plan.strategy,

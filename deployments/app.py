@@ -68,7 +68,7 @@ def build(config: NoaConfig) -> Application:
             adapters[info.name] = deployment.bind(args, info.name)
     tiny = ReplicaConfig(num_replicas=1, max_ongoing_requests=1000, num_cpus=0)
     health = _sized(HealthActor, tiny).bind(args, local)
-    cache = _sized(CacheActor, tiny).bind()
+    cache = _sized(CacheActor, tiny).bind(args)
     router = _sized(Router, d.router).bind(args, adapters, local, health)
     return _sized(Gateway, d.gateway).bind(args, local, router, health, cache)
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.support import link_to_health
+from deployments.support import ActorTier, link_to_health
 from noa import assembly
 from noa.config import parse_config
 from noa.health import readiness
@@ -47,7 +47,6 @@ class Gateway:
         configure_logging()
         self._config = parse_config(config)
         self._health = health
-        self._cache = cache
         self._registry = assembly.registry(self._config)
         self._link = None
         core: RouterLike
@@ -63,7 +62,8 @@ class Gateway:
             core = inline
         else:
             core = RemoteRouter(router)
-        self.service = NoaService(core, self._registry)
+        self.cache = assembly.response_cache(self._config, self._registry, ActorTier(cache))
+        self.service = NoaService(core, self._registry, self.cache)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         master = self._config.auth.master_key()
@@ -81,6 +81,16 @@ class Gateway:
             is_ready, body = readiness(self._registry, await self._health.snapshot.remote())
             return json_response(body, 200 if is_ready else 503)
 
+        async def cache_stats() -> Any:
+            return json_response(self.cache_stats())
+
+        app.add_api_route(
+            "/health/cache",
+            cache_stats,
+            methods=["GET"],
+            tags=["Health"],
+            summary="This replica's response cache: answers by outcome; hits/misses per tier",
+        )
         app.add_api_route(
             "/health/providers",
             providers_health,
@@ -112,6 +122,12 @@ class Gateway:
         result = await self.service.call("embeddings", body)
         assert isinstance(result, dict)
         return result
+
+    def cache_stats(self) -> Body:
+        """This replica's response cache counters ({"enabled": false} when it is off)."""
+        if self.cache is None:
+            return {"enabled": False}
+        return {"enabled": True, **self.cache.stats()}
 
     def models(self) -> Body:
         """Same result as ``GET /v1/models``."""

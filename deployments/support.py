@@ -51,12 +51,29 @@ def link_to_health(router: Router, health: DeploymentHandle, replica: str) -> Br
     return link
 
 
+class ActorTier:
+    """The response cache's L2 over the CacheActor (when no Redis is configured)."""
+
+    name = "l2"
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._handle = handle
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._handle.get.remote(key)
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self._handle.set.remote(key, value, ttl_s)
+
+
 @serve.deployment
 class CacheActor:
     """The shared in-memory tier when no Redis is configured."""
 
-    def __init__(self, max_entries: int = 10_000, ttl_s: float = 3600.0) -> None:
-        self._store = TtlLru(max_entries, ttl_s)
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        shared = parse_config(config or {}).cache.shared
+        self._store = TtlLru(shared.max_entries, shared.ttl_s)
 
     def get(self, key: str) -> Any | None:
         return self._store.get(key)

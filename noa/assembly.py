@@ -10,6 +10,10 @@ import os
 from collections.abc import Mapping
 
 from noa.breaker import BreakerBoard
+from noa.cache_redis import RedisTier
+from noa.cache_sql import SqlTier
+from noa.cache_store import TtlLru
+from noa.cache_tiers import MemoryTier, Tier, TieredCache
 from noa.config import (
     BUNDLED_MODEL_NAME,
     AnthropicProviderConfig,
@@ -30,6 +34,7 @@ from noa.providers.llamacpp_process import LlamaProcess
 from noa.providers.openai_provider import OpenAIProvider
 from noa.quota import ProviderQuota
 from noa.registry import ModelRegistry, ProviderInfo
+from noa.response_cache import ResponseCache
 from noa.router import Router
 from noa.service import NoaService
 
@@ -132,6 +137,41 @@ def router(
     )
 
 
+def cache_tiers(
+    config: NoaConfig, shared: Tier | None = None, environ: Environ | None = None
+) -> TieredCache:
+    """L1 in this process; L2 Redis when configured, else ``shared`` (the CacheActor in the
+    Serve app); L3 the database. Each only when enabled."""
+    c = config.cache
+    tiers: list[Tier] = []
+    ttls: list[float] = []
+    if c.memory.enabled:
+        tiers.append(MemoryTier(TtlLru(c.memory.max_entries, c.memory.ttl_s), c.memory.ttl_s))
+        ttls.append(c.memory.ttl_s)
+    if c.shared.enabled:
+        redis_url = config.redis.url(environ)
+        l2 = RedisTier(redis_url) if redis_url else shared
+        if l2 is not None:
+            tiers.append(l2)
+            ttls.append(c.shared.ttl_s)
+    if c.sql.enabled:
+        tiers.append(SqlTier(config.database.url(environ), max_entries=c.sql.max_entries))
+        ttls.append(c.sql.ttl_s)
+    return TieredCache(tiers, ttls)
+
+
+def response_cache(
+    config: NoaConfig,
+    models: ModelRegistry,
+    shared: Tier | None = None,
+    environ: Environ | None = None,
+) -> ResponseCache | None:
+    """The response cache, or None when ``cache.enabled`` is off."""
+    if not config.cache.enabled:
+        return None
+    return ResponseCache(cache_tiers(config, shared, environ), config.cache, models)
+
+
 def inprocess_service(config: NoaConfig, environ: Environ | None = None) -> NoaService:
     """Everything in this process (llama.cpp included): for tests and tools, not for serving."""
     providers: dict[str, Provider] = dict(cloud_providers(config, environ))
@@ -139,4 +179,5 @@ def inprocess_service(config: NoaConfig, environ: Environ | None = None) -> NoaS
         worker = LlamaProcess(llama_settings(cfg, gpu_visible=False), name=f"llama-{name}")
         store = LruModelStore(catalog(cfg), worker, cfg.max_loaded_models)
         providers[name] = LlamaCppProvider(name, store, worker)
-    return NoaService(router(config, providers, environ), registry(config, environ))
+    core = router(config, providers, environ)
+    return NoaService(core, core.registry, response_cache(config, core.registry, environ=environ))

@@ -1,22 +1,22 @@
 """The response cache's read-through over its tiers: L1 (memory), L2 (shared), L3 (SQL).
 
 ``TieredCache.get`` asks each tier in order and back-fills the tiers above the one that hit;
-``set`` writes every tier. A tier that fails (Redis or the database gone) is skipped with a
-warning and counted in ``errors``: the cache degrades, requests never fail because of it.
-``single_flight`` makes concurrent identical misses share one upstream call.
+``set`` writes every tier. A tier that fails (Redis or the database gone) is counted in
+``errors`` and left out for ``retry_after_s`` (one warning when it goes, one line when it is
+back), so a store that hangs costs one timeout per window, not one per request: the cache
+degrades, requests never fail because of it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, cast
+from typing import Protocol
 
 from noa.cache_store import TtlLru
 
-T = TypeVar("T")
 logger = logging.getLogger("noa.cache")
 
 
@@ -51,6 +51,8 @@ class TierStats:
     hits: int = 0
     misses: int = 0
     errors: int = 0
+    skipped: int = 0  # calls not made while the tier was down
+    down_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +67,9 @@ class TieredCache:
 
     tiers: Sequence[Tier]
     ttls: Sequence[float]
+    retry_after_s: float = 5.0
+    clock: Callable[[], float] = time.monotonic
     stats: dict[str, TierStats] = field(default_factory=dict)
-    _flights: dict[str, asyncio.Future[object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.tiers) != len(self.ttls):
@@ -74,15 +77,41 @@ class TieredCache:
         for tier in self.tiers:
             self.stats.setdefault(tier.name, TierStats())
 
+    def _up(self, stats: TierStats) -> bool:
+        if stats.down_until and self.clock() < stats.down_until:
+            stats.skipped += 1
+            return False
+        return True
+
+    def _failed(self, tier: Tier, stats: TierStats, action: str, error: Exception) -> None:
+        stats.errors += 1
+        if not stats.down_until:
+            logger.warning(
+                "cache tier %s failed on %s (%s: %s); left out for %g s",
+                tier.name,
+                action,
+                type(error).__name__,
+                error,
+                self.retry_after_s,
+            )
+        stats.down_until = self.clock() + self.retry_after_s
+
+    def _worked(self, tier: Tier, stats: TierStats) -> None:
+        if stats.down_until:
+            stats.down_until = 0.0
+            logger.warning("cache tier %s is back", tier.name)
+
     async def get(self, key: str) -> Hit | None:
         for index, tier in enumerate(self.tiers):
             stats = self.stats[tier.name]
+            if not self._up(stats):
+                continue
             try:
                 value = await tier.get(key)
             except Exception as e:
-                stats.errors += 1
-                logger.warning("cache tier %s failed on get, skipping it: %s", tier.name, e)
+                self._failed(tier, stats, "get", e)
                 continue
+            self._worked(tier, stats)
             if value is None:
                 stats.misses += 1
                 continue
@@ -94,35 +123,16 @@ class TieredCache:
 
     async def _set_one(self, index: int, key: str, value: bytes) -> None:
         tier = self.tiers[index]
+        stats = self.stats[tier.name]
+        if not self._up(stats):
+            return
         try:
             await tier.set(key, value, self.ttls[index])
         except Exception as e:
-            self.stats[tier.name].errors += 1
-            logger.warning("cache tier %s failed on set, skipping it: %s", tier.name, e)
+            self._failed(tier, stats, "set", e)
+            return
+        self._worked(tier, stats)
 
     async def set(self, key: str, value: bytes) -> None:
         for index in range(len(self.tiers)):
             await self._set_one(index, key, value)
-
-    async def single_flight(self, key: str, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """``work()`` once for concurrent callers of the same key: (result, shared?).
-
-        The first caller runs it; the others wait for its result (or its error)."""
-        flight = self._flights.get(key)
-        if flight is not None:
-            result = await asyncio.shield(flight)
-            return cast(T, result), True
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._flights[key] = future
-        try:
-            value = await work()
-        except BaseException as e:
-            if not future.done():
-                future.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
-                future.exception()  # the waiters read it; nobody may be waiting at all
-            raise
-        else:
-            future.set_result(value)
-            return value, False
-        finally:
-            del self._flights[key]

@@ -145,6 +145,9 @@ class ChainEntry(_Strict):
     price: Price | None = Field(None, description="overrides the model's price for this entry")
 
 
+CachePolicy = Literal["use", "bypass"]
+
+
 class ModelConfig(_Strict):
     """A model clients can name: an id, aliases, and the ordered chain of places serving it.
 
@@ -165,6 +168,10 @@ class ModelConfig(_Strict):
     context_length: int | None = Field(None, gt=0, description="context window in tokens")
     price: Price | None = Field(None, description="USD per million tokens, for every entry")
     tags: list[str] = Field(default_factory=list, description="free labels, shown in /v1/models")
+    cache: CachePolicy | None = Field(None, description="response cache; default: cache.default")
+    cache_shared: bool = Field(
+        False, description="one cache for every tenant (default: per API key or team)"
+    )
     owned_by: str | None = Field(None, description="shown in /v1/models")
 
     @model_validator(mode="after")
@@ -222,6 +229,68 @@ class RoutingConfig(_Strict):
         60.0, gt=0, description="a stream silent this long fails (before its first token: next)"
     )
     breaker: BreakerConfig = BreakerConfig()
+
+
+class CacheTierConfig(_Strict):
+    enabled: bool = Field(True, description="use this tier")
+    ttl_s: float = Field(3600.0, gt=0, description="how long an answer stays in this tier")
+    max_entries: int = Field(10_000, ge=1, description="size bound (memory tiers; SQL prunes)")
+
+
+class CacheConfig(_Strict):
+    """The response cache: L1 in each Gateway replica, L2 shared (Redis when configured, else
+    the CacheActor), L3 persistent in SQL (the database)."""
+
+    enabled: bool = Field(True, description="the response cache as a whole")
+    default: CachePolicy = Field("use", description="policy of models that set none")
+    nondeterministic: bool = Field(
+        False, description="also cache requests without temperature 0 or a seed"
+    )
+    max_entry_bytes: int = Field(
+        1_048_576, ge=1, description="answers larger than this (encoded) are not stored"
+    )
+    memory: CacheTierConfig = CacheTierConfig(ttl_s=300, max_entries=10_000)
+    shared: CacheTierConfig = CacheTierConfig(ttl_s=3600, max_entries=100_000)
+    sql: CacheTierConfig = CacheTierConfig(ttl_s=86_400, max_entries=1_000_000)
+
+
+class RedisConfig(_Strict):
+    url_env: str = Field("NOA_REDIS_URL", description="env var with redis://...; unset: no Redis")
+
+    def url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        secret = _env_secret(self.url_env, environ)
+        return secret.get_secret_value() if secret else None
+
+
+HOME_ENV = "NOA_HOME"  # where NOA keeps its files (the SQLite database); default ~/.noa
+
+
+def noa_home(environ: Mapping[str, str] | None = None) -> Path:
+    env = environ if environ is not None else os.environ
+    return Path(env.get(HOME_ENV) or "~/.noa").expanduser()
+
+
+class DatabaseConfig(_Strict):
+    """Where keys, usage and the L3 cache live: SQLite by default, PostgreSQL when configured.
+
+    ``sqlite:///name.db`` is relative to ``$NOA_HOME`` (default ``~/.noa``), the same for every
+    process of the app wherever Ray starts it; ``sqlite:////abs/path.db`` is absolute.
+    """
+
+    url_env: str = Field(
+        "NOA_DATABASE_URL", description="env var with postgresql://... or sqlite:///path"
+    )
+    default_url: str = Field(
+        "sqlite:///noa.db", description="used when the env var is unset (embedded default)"
+    )
+
+    def url(self, environ: Mapping[str, str] | None = None) -> str:
+        secret = _env_secret(self.url_env, environ)
+        url = secret.get_secret_value() if secret else self.default_url
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            path = noa_home(environ) / url.removeprefix("sqlite:///")
+            return f"sqlite:///{path}"  # absolute: sqlite:////...
+        return url
 
 
 class ServerConfig(_Strict):
@@ -320,6 +389,9 @@ class NoaConfig(_Strict):
         description="default: the bundled SmolLM2 on the first llama.cpp provider",
     )
     routing: RoutingConfig = RoutingConfig()
+    cache: CacheConfig = CacheConfig()
+    redis: RedisConfig = RedisConfig()
+    database: DatabaseConfig = DatabaseConfig()
     deployment: DeploymentConfig = DeploymentConfig()
 
     @model_validator(mode="before")

@@ -187,6 +187,16 @@ class ModelRegistry:
             )
         return plan
 
+    def cache_identity(self, name: str) -> tuple[str, str | None, bool]:
+        """What the response cache needs of a name: (the id the key uses, the model's cache
+        policy if it sets one, whether its cache is shared by every tenant). Aliases give their
+        model's id, so they share entries."""
+        model_id = self._names.get(name)
+        if model_id is None:
+            return name, None, False
+        model = self._configs[model_id]
+        return model_id, model.cache, model.cache_shared
+
     # -- describing -----------------------------------------------------------------------------
 
     def enabled_providers(self) -> list[str]:

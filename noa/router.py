@@ -50,18 +50,22 @@ class RouteInfo:
     upstream: str
     attempts: int = 1
     fallbacks: int = 0
+    cache: str | None = None  # hit-l1 | hit-l2 | hit-l3 | miss | bypass; None: no cache
 
     @classmethod
     def of(cls, candidate: Candidate, attempts: int = 1, fallbacks: int = 0) -> RouteInfo:
         return cls(candidate.model_id, candidate.provider, candidate.upstream, attempts, fallbacks)
 
     def headers(self) -> dict[str, str]:
-        return {
+        headers = {
             "x-noa-provider": self.provider,
             "x-noa-model": self.model,
             "x-noa-attempts": str(self.attempts),
             "x-noa-fallbacks": str(self.fallbacks),
         }
+        if self.cache is not None:
+            headers["x-noa-cache"] = self.cache
+        return headers
 
     def metadata(self) -> dict[str, Any]:
         """The same facts for Python callers (the ``noa`` field of handle results)."""
@@ -71,6 +75,7 @@ class RouteInfo:
             "upstream": self.upstream,
             "attempts": self.attempts,
             "fallbacks": self.fallbacks,
+            "cache": self.cache,
         }
 
 

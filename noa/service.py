@@ -7,13 +7,14 @@ validation, the same errors, the same response bodies.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
 from noa.errors import InvalidRequestError
 from noa.registry import ModelRegistry
+from noa.response_cache import BODY_FIELD, ResponseCache, requested_policy
 from noa.router import PrimedStream, Routed
 from noa.wire.requests import (
     ChatCompletionRequest,
@@ -78,26 +79,61 @@ async def client_chunks(stream: PrimedStream, with_usage: bool) -> AsyncGenerato
 
 
 class NoaService:
-    """Chat, completions, embeddings and models, over a router (in-process or remote)."""
+    """Chat, completions, embeddings and models, over a router (in-process or remote), behind
+    the response cache when there is one.
 
-    def __init__(self, router: RouterLike, registry: ModelRegistry) -> None:
+    ``cache`` is the policy the request asked for in its ``x-noa-cache`` header (the body's
+    ``noa_cache`` field is read here); ``tenant`` scopes cache entries (an API key or team).
+    """
+
+    def __init__(
+        self, router: RouterLike, registry: ModelRegistry, cache: ResponseCache | None = None
+    ) -> None:
         self.router = router
         self.registry = registry
+        self.cache = cache
 
-    async def chat(self, request: ChatCompletionRequest) -> Routed | PrimedStream:
-        body = dump(request)
-        if request.stream:
-            return await self.router.stream_chat(body)
-        return await self.router.chat(body)
+    async def _answer(
+        self,
+        operation: str,
+        body: Body,
+        stream: bool,
+        call: Callable[[Body], Awaitable[Routed | PrimedStream]],
+        asked_header: str | None,
+        tenant: str | None,
+    ) -> Routed | PrimedStream:
+        asked = requested_policy(asked_header, body)
+        body.pop(BODY_FIELD, None)  # NOA's own field: never sent upstream
+        if self.cache is None:
+            return await call(body)
+        lookup = self.cache.decide(operation, body, asked, tenant)
+        hit = await self.cache.lookup(lookup, stream)
+        if hit is not None:
+            return hit
+        return await self.cache.through(lookup, stream, lambda: call(body))
 
-    async def completion(self, request: CompletionRequest) -> Routed | PrimedStream:
-        body = dump(request)
-        if request.stream:
-            return await self.router.stream_completion(body)
-        return await self.router.completion(body)
+    async def chat(
+        self, request: ChatCompletionRequest, cache: str | None = None, tenant: str | None = None
+    ) -> Routed | PrimedStream:
+        stream = bool(request.stream)
+        call = self.router.stream_chat if stream else self.router.chat
+        return await self._answer("chat", dump(request), stream, call, cache, tenant)
 
-    async def embeddings(self, request: EmbeddingRequest) -> Routed:
-        return await self.router.embeddings(dump(request))
+    async def completion(
+        self, request: CompletionRequest, cache: str | None = None, tenant: str | None = None
+    ) -> Routed | PrimedStream:
+        stream = bool(request.stream)
+        call = self.router.stream_completion if stream else self.router.completion
+        return await self._answer("completions", dump(request), stream, call, cache, tenant)
+
+    async def embeddings(
+        self, request: EmbeddingRequest, cache: str | None = None, tenant: str | None = None
+    ) -> Routed:
+        result = await self._answer(
+            "embeddings", dump(request), False, self.router.embeddings, cache, tenant
+        )
+        assert isinstance(result, Routed)
+        return result
 
     def list_models(self) -> Body:
         return {"object": "list", "data": self.registry.list_models()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,12 @@ from noa.providers.llamacpp_models import bundled_model_path
 from noa.testing.fake_upstream import FakeUpstream
 
 UPSTREAM_KEY = "upstream-test-key"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """NOA's files (the SQLite database) go to a private directory, never the user's home; the
+    Ray clusters the tests start inherit it."""
+    os.environ["NOA_HOME"] = tempfile.mkdtemp(prefix="noa-test-home-")
 
 
 @pytest.fixture(scope="session")

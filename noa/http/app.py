@@ -24,6 +24,7 @@ from noa.service import NoaService
 from noa.wire.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 DOCS_ASSETS = "/_noa/docs-assets"
+CACHE_HEADER = "x-noa-cache"  # use | bypass | refresh
 
 DESCRIPTION = """OpenAI-compatible gateway over OpenAI, Anthropic and local GGUF models.
 
@@ -45,19 +46,28 @@ def _wants_usage(body: ChatCompletionRequest | CompletionRequest) -> bool:
     return bool(body.stream_options and body.stream_options.include_usage)
 
 
+def _cache_scope(request: Request) -> tuple[str | None, str | None]:
+    """The policy the request asks of the cache, and the tenant its entries belong to (set by
+    authentication; None: one tenant)."""
+    return request.headers.get(CACHE_HEADER), request.scope.get("state", {}).get("tenant")
+
+
 def _api_router(service: NoaService) -> APIRouter:
     router = APIRouter(route_class=NoaRoute)
 
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        result = await unless_disconnected(request.receive, service.chat(body))
+        answer = service.chat(body, *_cache_scope(request))
+        result = await unless_disconnected(request.receive, answer)
         return result_response(result, request, _wants_usage(body))
 
     async def completions(request: Request, body: CompletionRequest) -> Response:
-        result = await unless_disconnected(request.receive, service.completion(body))
+        answer = service.completion(body, *_cache_scope(request))
+        result = await unless_disconnected(request.receive, answer)
         return result_response(result, request, _wants_usage(body))
 
     async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
-        result = await unless_disconnected(request.receive, service.embeddings(body))
+        answer = service.embeddings(body, *_cache_scope(request))
+        result = await unless_disconnected(request.receive, answer)
         return result_response(result, request, False)
 
     async def list_models() -> Response:

@@ -43,7 +43,12 @@ async def send_error(send: Send, error: NoaError, correlation_id: str) -> None:
 
 
 ACCESS_LOGGER = "noa.access"
-_LOGGED_HEADERS = {b"x-noa-provider": "provider", b"x-noa-model": "model"}
+_LOGGED_HEADERS = {
+    b"x-noa-provider": "provider",
+    b"x-noa-model": "model",
+    b"x-noa-cache": "cache",
+    b"x-noa-attempts": "attempts",
+}
 
 
 class _Outcome:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import uvicorn
+from uvicorn.server import asyncio_run
+
+T = TypeVar("T")
 
 
 class ServerThread:
@@ -19,6 +24,7 @@ class ServerThread:
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def base_url(self) -> str:
@@ -30,9 +36,7 @@ class ServerThread:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
@@ -40,6 +44,22 @@ class ServerThread:
                 raise RuntimeError("server did not start")
             time.sleep(0.01)
         return self
+
+    def _run(self, sock: socket.socket) -> None:
+        assert self._server is not None
+        server = self._server
+
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            await server.serve(sockets=[sock])
+
+        asyncio_run(serve(), loop_factory=server.config.get_loop_factory())
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        """Run ``coro`` on the server's event loop (where the app's objects live); its result."""
+        if self._loop is None:
+            raise RuntimeError("the server is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
     def stop(self) -> None:
         if self._server is not None:

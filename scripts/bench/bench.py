@@ -63,15 +63,25 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {mem_gib:.0f} GiB, {platform.system()}"
 
 
-def load(url: str, key: str, tmp: Path, seconds: float, model: str) -> dict[str, Any]:
+def load(
+    url: str, key: str, tmp: Path, seconds: float, model: str, cache: bool = False
+) -> dict[str, Any]:
+    """Chat and streamed chat at 1 and 32 connections. The requests leave temperature at its
+    default, so NOA's response cache passes them by (not reproducible): every one goes
+    upstream. With ``cache``, also the same request with temperature 0: all cache hits."""
     chat = wrk_script(tmp / f"chat-{key[-4:]}.lua", {"model": model, "messages": MESSAGES}, key)
     stream = wrk_script(
         tmp / f"stream-{key[-4:]}.lua", {"model": model, "messages": MESSAGES, "stream": True}, key
     )
+    scripts = [("chat", chat), ("stream", stream)]
+    if cache:
+        body = {"model": model, "messages": MESSAGES, "temperature": 0}
+        scripts.append(("cache", wrk_script(tmp / f"cache-{key[-4:]}.lua", body, key)))
     endpoint = f"{url}/v1/chat/completions"
-    wrk(endpoint, chat, 4, 2)  # warm up connections, caches and code paths
+    for _, script in scripts:  # warm up connections, code paths and the cache's entry
+        wrk(endpoint, script, 4, 1)
     results: dict[str, Any] = {}
-    for name, script in (("chat", chat), ("stream", stream)):
+    for name, script in scripts:
         for connections in (1, 32):
             results[f"{name}_c{connections}"] = wrk(endpoint, script, connections, seconds)
     return results
@@ -91,6 +101,7 @@ def probe(url: str, key: str, model: str) -> StreamTiming:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="noa-bench-"))
+    os.environ["NOA_HOME"] = str(tmp / "noa-home")  # NOA's SQLite file: a fresh one per run
     report: dict[str, Any] = {
         "machine": machine(),
         "seconds_per_run": args.seconds,
@@ -113,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"bench: starting NOA ({name})", flush=True)
                 url = noa.start()
                 if name == "noa":
-                    systems["noa"] = load(url, MASTER_KEY, tmp, args.seconds, "bench")
+                    systems["noa"] = load(url, MASTER_KEY, tmp, args.seconds, "bench", cache=True)
                     if not args.skip_local:
                         print("bench: local model, llama-cpp-python vs NOA", flush=True)
                         local = local_model.compare(url, MASTER_KEY, "smollm2", args.local_runs)
@@ -192,7 +203,18 @@ def table(report: dict[str, Any]) -> str:
             f"({n['tokens_per_s'] / d['tokens_per_s']:.2f}x) | {n['ttft_ms']:.1f} ms "
             f"({n['ttft_ms'] - d['ttft_ms']:+.1f}) |",
         ]
-    lines.append("\nCache hit: not measured yet (NOA has no response cache yet).")
+    if "cache_c1" in systems.get("noa", {}):
+        hit1 = WrkResult(**systems["noa"]["cache_c1"])
+        hit32 = WrkResult(**systems["noa"]["cache_c32"])
+        lines += [
+            "",
+            "| NOA cache hit (same request, temperature 0) | c=1 p50 | c=1 p99 | c=32 req/s "
+            "| c=32 p50 / p99 | errors |",
+            "|---|---|---|---|---|---|",
+            f"| end to end, L1 hit | **{hit1.p50_ms:.2f} ms** | {hit1.p99_ms:.2f} ms "
+            f"| {hit32.rps:.0f} | {hit32.p50_ms:.1f} / {hit32.p99_ms:.1f} ms "
+            f"| {hit1.errors + hit32.errors} |",
+        ]
     return "\n".join(lines)
 
 

@@ -22,7 +22,9 @@ BODY = {
 
 ray.init(logging_level="ERROR", log_to_driver=False)
 handle = serve.get_app_handle("noa")
-report = {"chat": handle.chat.remote(BODY).result()}
+# "refresh": goes upstream even if an earlier test cached this; the repeat is a cache hit
+report = {"chat": handle.chat.remote({**BODY, "noa_cache": "refresh"}).result()}
+report["again"] = handle.chat.remote(BODY).result()
 stream_body = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
 chunks = list(handle.options(stream=True).chat.remote(stream_body))
 report["streamed_text"] = "".join(

@@ -136,6 +136,9 @@ def test_another_ray_driver_uses_the_app_handle(cluster: ServeCluster) -> None:
     # what x-noa-* headers say over HTTP, handle callers get in the `noa` field
     assert report["chat"]["noa"]["provider"] == "local"
     assert report["chat"]["noa"]["attempts"] == 1
+    assert report["chat"]["noa"]["cache"] == "miss"
+    assert report["again"]["noa"]["cache"] in ("hit-l1", "hit-l2")
+    assert report["again"]["choices"] == report["chat"]["choices"]
     assert report["stream_noa"]["model"] == "local/smollm2-135m-instruct"
     assert report["models"][0] == "local/smollm2-135m-instruct"
     assert report["embedding_length"] > 0

@@ -57,7 +57,11 @@ def http(noa_url: str) -> Iterator[httpx.Client]:
 
 def test_chat_json_with_route_headers(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="local/tiny", messages=MSG, max_tokens=4, seed=1
+        model="local/tiny",
+        messages=MSG,
+        max_tokens=4,
+        seed=1,
+        extra_headers={"x-noa-cache": "refresh"},  # upstream, even if cached before
     )
     body = raw.http_response.json()
     validate("CreateChatCompletionResponse", body)
@@ -65,6 +69,7 @@ def test_chat_json_with_route_headers(client: openai.OpenAI) -> None:
     assert raw.headers["x-noa-provider"] == "local"
     assert raw.headers["x-noa-model"] == "local/tiny"
     assert raw.headers["x-noa-attempts"] == "1"
+    assert raw.headers["x-noa-cache"] == "miss"
     assert raw.headers["x-correlation-id"]
     assert raw.parse().usage.completion_tokens >= 4
 

@@ -1,8 +1,8 @@
-"""Tiered read-through, back-fill, TTL, failure isolation and single flight; stream replay."""
+"""Tiered read-through, back-fill, TTL and failure isolation; stream assemble and replay."""
 
 from __future__ import annotations
 
-import asyncio
+import logging
 
 import pytest
 
@@ -20,16 +20,25 @@ class Clock:
 
 
 class BrokenTier:
-    """A tier whose backend went away."""
+    """A tier whose backend went away (and may come back)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.broken = True
+        self.calls = 0
+        self.data: dict[str, bytes] = {}
 
     async def get(self, key: str) -> bytes | None:
-        raise ConnectionError("connection refused")
+        self.calls += 1
+        if self.broken:
+            raise ConnectionError("connection refused")
+        return self.data.get(key)
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        raise ConnectionError("connection refused")
+        self.calls += 1
+        if self.broken:
+            raise ConnectionError("connection refused")
+        self.data[key] = value
 
 
 def tiers(clock: Clock) -> tuple[MemoryTier, MemoryTier, MemoryTier]:
@@ -69,56 +78,29 @@ async def test_each_tier_keeps_its_own_ttl_and_size_bound() -> None:
     assert await l1.get("a") is None and await l1.get("c") == b"x"  # L1 holds 2
 
 
-async def test_a_tier_that_fails_is_skipped_and_counted() -> None:
+async def test_a_tier_that_fails_is_left_out_for_a_while_then_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock = Clock()
     l1, _, l3 = tiers(clock)
-    cache = TieredCache([l1, BrokenTier("l2"), l3], [10, 60, 3600])
-    await cache.set("k", b"v")
-    clock.now = 20
-    hit = await cache.get("k")
-    assert hit is not None and hit.tier == "l3"
-    assert cache.stats["l2"].errors == 3  # set, get, back-fill
-
-
-async def test_concurrent_identical_misses_share_one_call() -> None:
-    cache = TieredCache([], [])
-    calls = 0
-    release = asyncio.Event()
-
-    async def upstream() -> str:
-        nonlocal calls
-        calls += 1
-        await release.wait()
-        return "answer"
-
-    waiters = [asyncio.ensure_future(cache.single_flight("k", upstream)) for _ in range(10)]
-    await asyncio.sleep(0)
-    release.set()
-    results = await asyncio.gather(*waiters)
-    assert calls == 1
-    assert [r for r, _ in results] == ["answer"] * 10
-    assert sum(shared for _, shared in results) == 9
-
-
-async def test_a_failed_flight_fails_its_waiters_and_the_next_call_retries() -> None:
-    cache = TieredCache([], [])
-    release = asyncio.Event()
-
-    async def failing() -> str:
-        await release.wait()
-        raise ValueError("upstream down")
-
-    waiters = [asyncio.ensure_future(cache.single_flight("k", failing)) for _ in range(3)]
-    await asyncio.sleep(0)
-    release.set()
-    for waiter in waiters:
-        with pytest.raises(ValueError):
-            await waiter
-
-    async def ok() -> str:
-        return "fine"
-
-    assert await cache.single_flight("k", ok) == ("fine", False)
+    broken = BrokenTier("l2")
+    cache = TieredCache([l1, broken, l3], [10, 60, 3600], retry_after_s=5, clock=clock)
+    with caplog.at_level(logging.WARNING, "noa.cache"):
+        await cache.set("k", b"v")
+        clock.now = 20  # past L1's TTL, and past L2's cool-down
+        hit = await cache.get("k")
+        assert hit is not None and hit.tier == "l3"
+        assert cache.stats["l2"].errors == 2  # the set, then the get; the back-fill skipped it
+        for _ in range(10):  # within the cool-down: not even tried
+            await cache.get("other")
+        assert broken.calls == 2 and cache.stats["l2"].skipped == 11
+        broken.broken = False
+        clock.now = 26
+        await cache.set("k2", b"w")
+        assert broken.data == {"k2": b"w"}
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "left out" in m]) == 1  # one warning, not one per call
+    assert any("is back" in m for m in messages)
 
 
 def _chunk(delta: dict, finish: str | None = None) -> dict:

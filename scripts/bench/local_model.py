@@ -89,6 +89,7 @@ def through_noa(url: str, key: str, model: str) -> Sample:
     request = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
         f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        "x-noa-cache: bypass\r\n"  # the model's speed, not the response cache's
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
     first = last = None

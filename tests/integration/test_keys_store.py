@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from databases import fresh_postgres
 
 from noa.db import Database, connect
 from noa.keys import KeyHasher, KeyStore, Limits, TeamStore
@@ -21,41 +19,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def postgres_dsn() -> str:
-    value = os.environ.get("NOA_TEST_POSTGRES_DSN")
-    if not value:
-        pytest.fail("NOA_TEST_POSTGRES_DSN is not set: run the suite through ./scripts/test.sh")
-    return value
-
-
-async def fresh_postgres() -> Database:
-    """A schema of this test's own, so tests never see each other's rows."""
-    admin = await connect(postgres_dsn())
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    await admin.close()
-    import asyncpg
-
-    pool = await asyncpg.create_pool(
-        postgres_dsn(), min_size=1, max_size=4, server_settings={"search_path": schema}
-    )
-    from noa.db import PostgresDatabase
-
-    return PostgresDatabase(pool)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    database = (
-        await connect(f"sqlite:///{tmp_path}/noa.db")
-        if request.param == "sqlite"
-        else await fresh_postgres()
-    )
-    await migrate(database)
-    yield database
-    await database.close()
 
 
 HASHER = KeyHasher(b"server-secret-for-tests-0123456789")

@@ -1,0 +1,260 @@
+"""Admission: allowed models, limits per key/team/model, budgets with reserve-then-reconcile,
+OpenAI's rate-limit headers, and JWT credentials (manual clock, in-process limiter)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from noa.admission import Gatekeeper, duration, period_bounds
+from noa.config import JwtConfig, parse_config
+from noa.errors import AuthenticationError, PermissionDeniedError, RateLimitError
+from noa.http.auth import MasterKey
+from noa.identity import MASTER, Authenticator, JwtVerifier, Principal
+from noa.keys import Limits
+from noa.limiter import LocalLimiter
+from noa.registry import ModelRegistry, ProviderInfo
+from noa.router import RouteInfo
+
+T0 = 1_763_856_000.0  # 2025-11-23 00:00:00 UTC, a Sunday
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0 + 3600
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def registry() -> ModelRegistry:
+    config = parse_config(
+        {
+            "models": [
+                {
+                    "id": "gpt",
+                    "chain": [
+                        {"provider": "openai", "upstream": "cheap"},
+                        {
+                            "provider": "openai",
+                            "upstream": "dear",
+                            "price": {"input": 10.0, "output": 30.0},
+                        },
+                    ],
+                    "price": {"input": 1.0, "output": 2.0},
+                    "rate_limits": {"rpm": 1000},
+                },
+                {"id": "free", "provider": "openai", "upstream": "x"},
+            ]
+        }
+    )
+    return ModelRegistry(
+        config.models, [ProviderInfo("openai", "openai", True)], {}, config.routing
+    )
+
+
+def keeper(clock: Clock, spent: float = 0.0, **limits: Limits) -> Gatekeeper:
+    async def spend(scope: str, scope_id: str, since: float) -> float:
+        return spent
+
+    model_limits = {"gpt": Limits(rpm=1000), **limits}
+    return Gatekeeper(LocalLimiter(clock), registry(), model_limits, spend, clock=clock)
+
+
+def key(**fields: Any) -> Principal:
+    return Principal("key", "key_1", **fields)
+
+
+def body(model: str = "gpt", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "x" * 400}], **extra}
+
+
+def test_periods_and_durations() -> None:
+    assert period_bounds("day", T0 + 10) == ("2025-11-23", T0, 86_390)
+    label, start, _ = period_bounds("week", T0 + 10)
+    assert (label, start) == ("2025-W47", T0 - 6 * 86_400)  # Monday 17 November
+    label, start, remaining = period_bounds("month", T0)
+    assert label == "2025-11" and remaining == 8 * 86_400
+    assert period_bounds("total", T0)[0] == "total"
+    assert [duration(s) for s in (0.02, 1.5, 59, 360.4)] == ["20ms", "1.5s", "59s", "6m0s"]
+
+
+async def test_the_master_key_on_an_unlimited_model_skips_the_limiter() -> None:
+    assert await keeper(Clock()).admit(MASTER, "chat", body("free"), False) is None
+
+
+async def test_models_outside_the_allowed_list_are_403() -> None:
+    with pytest.raises(PermissionDeniedError) as denied:
+        await keeper(Clock()).admit(key(models=frozenset({"free"})), "chat", body(), False)
+    assert denied.value.status_code == 403 and denied.value.code == "model_not_allowed"
+
+
+async def test_requests_per_minute_with_headers_and_retry_after() -> None:
+    clock = Clock()
+    gate = keeper(clock)
+    principal = key(limits=Limits(rpm=2))
+    first = await gate.admit(principal, "chat", body(max_tokens=10), False)
+    assert first is not None
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert first.headers["x-ratelimit-reset-requests"] == "30s"
+    await gate.admit(principal, "chat", body(max_tokens=10), False)
+    with pytest.raises(RateLimitError) as limited:
+        await gate.admit(principal, "chat", body(max_tokens=10), False)
+    assert limited.value.status_code == 429
+    assert limited.value.headers()["retry-after"] == "30"
+    assert limited.value.code == "requests_rate_limit_exceeded"
+    clock.now += 30
+    assert await gate.admit(principal, "chat", body(max_tokens=10), False) is not None
+
+
+async def test_team_limits_are_shared_by_its_keys() -> None:
+    gate = keeper(Clock())
+    a = Principal("key", "key_a", team="red", team_limits=Limits(rpm=1))
+    b = Principal("key", "key_b", team="red", team_limits=Limits(rpm=1))
+    await gate.admit(a, "chat", body(), False)
+    with pytest.raises(RateLimitError, match="team `red`"):
+        await gate.admit(b, "chat", body(), False)
+
+
+async def test_tokens_are_reserved_then_reconciled() -> None:
+    clock = Clock()
+    gate = keeper(clock)
+    principal = key(limits=Limits(tpm=1000))
+    ticket = await gate.admit(principal, "chat", body(max_tokens=399), False)  # 101 + 399
+    assert ticket is not None and ticket.headers["x-ratelimit-remaining-tokens"] == "500"
+    route = RouteInfo("gpt", "openai", "cheap")
+    await gate.settle(ticket, route, {"prompt_tokens": 101, "completion_tokens": 9})
+    again = await gate.admit(principal, "chat", body(max_tokens=399), False)
+    assert again is not None and again.headers["x-ratelimit-remaining-tokens"] == "390"
+
+
+async def test_budget_reservation_at_the_highest_price_and_cost_at_the_actual_one() -> None:
+    clock = Clock()
+    gate = keeper(clock, spent=0.0)
+    principal = key(limits=Limits(budget_usd=0.02, budget_period="day"))
+    ticket = await gate.admit(principal, "chat", body(max_tokens=100), False)
+    assert ticket is not None
+    # reserved at the dearest entry: 101 * 10 + 100 * 30 = 4010 micro-dollars
+    assert ticket.dollars_reserved == pytest.approx(0.00401)
+    cost = await gate.settle(
+        ticket, RouteInfo("gpt", "openai", "cheap"), {"prompt_tokens": 100, "completion_tokens": 50}
+    )
+    assert cost == pytest.approx((100 * 1 + 50 * 2) / 1e6)  # the cheap entry answered
+    cached = RouteInfo("gpt", "openai", "cheap", 0, 0, cache="hit-l1")
+    assert gate.cost(cached, {"prompt_tokens": 100, "completion_tokens": 50}) == (0, 0, 0.0)
+
+
+async def test_fifty_concurrent_requests_overspend_by_at_most_one_reservation() -> None:
+    clock = Clock()
+    gate = keeper(clock, spent=0.01)  # spent earlier today (the usage records say)
+    principal = key(limits=Limits(budget_usd=0.05, budget_period="day"))
+    route = RouteInfo("gpt", "openai", "dear")
+
+    async def one() -> float:
+        try:
+            ticket = await gate.admit(principal, "chat", body(max_tokens=100), False)
+        except RateLimitError as e:
+            assert e.code == "budget_exceeded"
+            return 0.0
+        assert ticket is not None
+        await asyncio.sleep(0)
+        return await gate.settle(ticket, route, {"prompt_tokens": 101, "completion_tokens": 100})
+
+    costs = await asyncio.gather(*(one() for _ in range(50)))
+    spent = 0.01 + sum(costs)
+    reservation = 0.00401
+    assert 0.05 - reservation < spent <= 0.05 + reservation
+    assert sum(1 for c in costs if c) == 9  # (0.05 - 0.01) // 0.00401
+
+
+async def test_a_revoked_key_is_refused_by_the_shared_limiter() -> None:
+    clock = Clock()
+    gate = keeper(clock)
+    await gate.limiter.revoke("key_1")
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await gate.admit(key(), "chat", body(), False)
+
+
+def rsa_pair() -> tuple[Any, str]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public.decode()
+
+
+async def test_jwt_rs256_and_hs256_claims_map_to_a_principal() -> None:
+    private, public = rsa_pair()
+    config = JwtConfig(algorithms=["RS256"], issuer="https://idp", audience="noa")
+    verifier = JwtVerifier(config, public)
+    claims = {
+        "sub": "ana",
+        "iss": "https://idp",
+        "aud": "noa",
+        "exp": int(time.time()) + 600,
+        "team": "red",
+        "scope": "admin read",
+        "noa_rpm": 5,
+        "noa_models": ["gpt"],
+    }
+    principal = verifier.verify(jwt.encode(claims, private, algorithm="RS256"))
+    assert (principal.id, principal.team, principal.admin) == ("jwt:ana", "red", True)
+    assert principal.limits.rpm == 5 and principal.models == frozenset({"gpt"})
+
+    hs = JwtVerifier(JwtConfig(algorithms=["HS256"]), "a-shared-secret-of-32-bytes-long!")
+    token = jwt.encode(
+        {"sub": "bo", "exp": int(time.time()) + 60}, "a-shared-secret-of-32-bytes-long!"
+    )
+    assert hs.verify(token).id == "jwt:bo"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"aud": "other"}, "audience"),
+        ({"iss": "https://evil"}, "issuer"),
+        ({"exp": int(time.time()) - 3600}, "expired"),
+    ],
+)
+async def test_jwt_wrong_audience_issuer_or_expired_is_refused(
+    change: dict[str, Any], message: str
+) -> None:
+    private, public = rsa_pair()
+    verifier = JwtVerifier(
+        JwtConfig(algorithms=["RS256"], issuer="https://idp", audience="noa"), public
+    )
+    claims = {"sub": "ana", "iss": "https://idp", "aud": "noa", "exp": int(time.time()) + 600}
+    with pytest.raises(AuthenticationError, match=message):
+        verifier.verify(jwt.encode(claims | change, private, algorithm="RS256"))
+
+
+async def test_jwt_with_a_bad_signature_or_algorithm_is_refused() -> None:
+    private, public = rsa_pair()
+    other, _ = rsa_pair()
+    verifier = JwtVerifier(JwtConfig(algorithms=["RS256"]), public)
+    claims = {"sub": "ana", "exp": int(time.time()) + 600}
+    with pytest.raises(AuthenticationError, match="Invalid token"):
+        verifier.verify(jwt.encode(claims, other, algorithm="RS256"))
+    with pytest.raises(AuthenticationError, match="Invalid token"):  # HS256 signed with the PEM
+        verifier.verify(jwt.encode(claims, public.encode()[:64], algorithm="HS256"))
+
+
+async def test_authenticator_order_master_then_jwt_then_keys() -> None:
+    _, public = rsa_pair()
+    auth = Authenticator(
+        master=MasterKey("sk-master"), jwt=JwtVerifier(JwtConfig(), public), required=True
+    )
+    assert await auth.authenticate("sk-master") == MASTER
+    with pytest.raises(AuthenticationError, match="Missing"):
+        await auth.authenticate(None)
+    with pytest.raises(AuthenticationError, match="Incorrect"):
+        await auth.authenticate("sk-wrong")
+    with pytest.raises(AuthenticationError, match="Invalid token"):
+        await auth.authenticate("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln")

@@ -236,7 +236,7 @@ async def test_jwt_wrong_audience_issuer_or_expired_is_refused(
 
 
 async def test_jwt_with_a_bad_signature_or_algorithm_is_refused() -> None:
-    private, public = rsa_pair()
+    _private, public = rsa_pair()
     other, _ = rsa_pair()
     verifier = JwtVerifier(JwtConfig(algorithms=["RS256"]), public)
     claims = {"sub": "ana", "exp": int(time.time()) + 600}

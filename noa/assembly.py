@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from noa.access import Access
+from noa.access import build as build_access
 from noa.breaker import BreakerBoard
 from noa.cache_redis import RedisTier
 from noa.cache_sql import SqlTier
@@ -170,6 +172,16 @@ def response_cache(
     if not config.cache.enabled:
         return None
     return ResponseCache(cache_tiers(config, shared, environ), config.cache, models)
+
+
+def inprocess(config: NoaConfig, environ: Environ | None = None) -> tuple[NoaService, Access]:
+    """The service with keys, limits and usage accounting, all in this process (the database
+    from the config): for tests and tools. Serve the app with ``create_app(service,
+    auth=access.auth, admin=access.admin)``."""
+    service = inprocess_service(config, environ)
+    access = build_access(config, service.registry, environ=environ)
+    service.accounting = access.accounting
+    return service, access
 
 
 def inprocess_service(config: NoaConfig, environ: Environ | None = None) -> NoaService:

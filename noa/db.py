@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -154,3 +154,55 @@ class PostgresDatabase:
     async def close(self) -> None:
         if self._conn is None:
             await self._pool.close()
+
+
+class LazyDatabase:
+    """Connects (and applies the migrations) on first use, in the event loop that uses it: a
+    replica's constructor, a CLI call or a test server each get the connection of their loop,
+    and a database that is down at start-up fails requests that need it, not the start."""
+
+    def __init__(self, url: str, setup: Callable[[Database], Awaitable[object]] | None = None):
+        self.url = url
+        self.dialect = "postgres" if is_postgres(url) else "sqlite"
+        self._setup = setup
+        self._db: Database | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def _get(self) -> Database:
+        if self._db is not None:
+            return self._db
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._db is None:
+                db = await connect(self.url)
+                try:
+                    if self._setup is not None:
+                        await self._setup(db)
+                except BaseException:
+                    await db.close()
+                    raise
+                self._db = db
+        return self._db
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await (await self._get()).execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await (await self._get()).executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await (await self._get()).fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await (await self._get()).fetchrow(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Database]:
+        async with (await self._get()).transaction() as tx:
+            yield tx
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()

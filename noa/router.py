@@ -51,6 +51,7 @@ class RouteInfo:
     attempts: int = 1
     fallbacks: int = 0
     cache: str | None = None  # hit-l1 | hit-l2 | hit-l3 | miss | bypass; None: no cache
+    limits: dict[str, str] | None = None  # x-ratelimit-* of the caller's limits
 
     @classmethod
     def of(cls, candidate: Candidate, attempts: int = 1, fallbacks: int = 0) -> RouteInfo:
@@ -65,6 +66,8 @@ class RouteInfo:
         }
         if self.cache is not None:
             headers["x-noa-cache"] = self.cache
+        if self.limits:
+            headers.update(self.limits)
         return headers
 
     def metadata(self) -> dict[str, Any]:
@@ -76,6 +79,7 @@ class RouteInfo:
             "attempts": self.attempts,
             "fallbacks": self.fallbacks,
             "cache": self.cache,
+            "rate_limits": self.limits,
         }
 
 

@@ -12,10 +12,12 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from noa.accounting import Accounting
 from noa.errors import InvalidRequestError
+from noa.identity import MASTER, Principal
 from noa.registry import ModelRegistry
-from noa.response_cache import BODY_FIELD, ResponseCache, requested_policy
-from noa.router import PrimedStream, Routed
+from noa.response_cache import BODY_FIELD, Policy, ResponseCache, requested_policy
+from noa.router import Operation, PrimedStream, Routed
 from noa.wire.requests import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -83,27 +85,33 @@ class NoaService:
     the response cache when there is one.
 
     ``cache`` is the policy the request asked for in its ``x-noa-cache`` header (the body's
-    ``noa_cache`` field is read here); ``tenant`` scopes cache entries (an API key or team).
+    ``noa_cache`` field is read here). ``principal`` is who asks (the HTTP layer authenticated
+    it; Python callers inside the cluster are trusted like the master key): its limits and
+    budget are checked before anything else, its cache entries are its tenant's, and its usage
+    is recorded when the answer is complete.
     """
 
     def __init__(
-        self, router: RouterLike, registry: ModelRegistry, cache: ResponseCache | None = None
+        self,
+        router: RouterLike,
+        registry: ModelRegistry,
+        cache: ResponseCache | None = None,
+        accounting: Accounting | None = None,
     ) -> None:
         self.router = router
         self.registry = registry
         self.cache = cache
+        self.accounting = accounting
 
-    async def _answer(
+    async def _cached(
         self,
-        operation: str,
+        operation: Operation,
         body: Body,
         stream: bool,
         call: Callable[[Body], Awaitable[Routed | PrimedStream]],
-        asked_header: str | None,
+        asked: Policy | None,
         tenant: str | None,
     ) -> Routed | PrimedStream:
-        asked = requested_policy(asked_header, body)
-        body.pop(BODY_FIELD, None)  # NOA's own field: never sent upstream
         if self.cache is None:
             return await call(body)
         lookup = self.cache.decide(operation, body, asked, tenant)
@@ -112,25 +120,62 @@ class NoaService:
             return hit
         return await self.cache.through(lookup, stream, lambda: call(body))
 
+    async def _answer(
+        self,
+        operation: Operation,
+        body: Body,
+        stream: bool,
+        call: Callable[[Body], Awaitable[Routed | PrimedStream]],
+        asked: str | None,
+        principal: Principal | None,
+    ) -> Routed | PrimedStream:
+        principal = principal or MASTER
+        policy = requested_policy(asked, body)  # a bad one is a 400 before anything is spent
+        body.pop(BODY_FIELD, None)  # NOA's own field: never sent upstream
+        accounting = self.accounting
+        if accounting is None:
+            return await self._cached(operation, body, stream, call, policy, principal.tenant)
+        ticket = await accounting.admit(principal, operation, body, stream)
+        started = accounting.clock()
+        try:
+            result = await self._cached(operation, body, stream, call, policy, principal.tenant)
+        except BaseException as e:
+            await accounting.failed(principal, operation, ticket, started, e)
+            raise
+        if isinstance(result, PrimedStream):
+            return accounting.stream(result, principal, operation, ticket, started)
+        usage = result.body.get("usage")
+        await accounting.finish(principal, operation, ticket, started, result.info, usage, 200)
+        return accounting.answered(result, ticket)
+
     async def chat(
-        self, request: ChatCompletionRequest, cache: str | None = None, tenant: str | None = None
+        self,
+        request: ChatCompletionRequest,
+        cache: str | None = None,
+        principal: Principal | None = None,
     ) -> Routed | PrimedStream:
         stream = bool(request.stream)
         call = self.router.stream_chat if stream else self.router.chat
-        return await self._answer("chat", dump(request), stream, call, cache, tenant)
+        return await self._answer("chat", dump(request), stream, call, cache, principal)
 
     async def completion(
-        self, request: CompletionRequest, cache: str | None = None, tenant: str | None = None
+        self,
+        request: CompletionRequest,
+        cache: str | None = None,
+        principal: Principal | None = None,
     ) -> Routed | PrimedStream:
         stream = bool(request.stream)
         call = self.router.stream_completion if stream else self.router.completion
-        return await self._answer("completions", dump(request), stream, call, cache, tenant)
+        return await self._answer("completions", dump(request), stream, call, cache, principal)
 
     async def embeddings(
-        self, request: EmbeddingRequest, cache: str | None = None, tenant: str | None = None
+        self,
+        request: EmbeddingRequest,
+        cache: str | None = None,
+        principal: Principal | None = None,
     ) -> Routed:
         result = await self._answer(
-            "embeddings", dump(request), False, self.router.embeddings, cache, tenant
+            "embeddings", dump(request), False, self.router.embeddings, cache, principal
         )
         assert isinstance(result, Routed)
         return result

@@ -81,6 +81,8 @@ class UsageRecorder:
         return self
 
     def record(self, record: UsageRecord) -> None:
+        if self._task is None:  # the first record starts the writer, in the loop serving
+            self.start()
         if len(self._buffer) >= self._max:
             self._buffer.popleft()
             self.dropped += 1

@@ -16,10 +16,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import noa
+from noa.http.admin import Admin, admin_router
 from noa.http.auth import MasterKey
 from noa.http.disconnect import unless_disconnected
 from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
 from noa.http.render import NoaRoute, correlation_id, error_response, json_response, result_response
+from noa.identity import Authenticator, Principal
 from noa.service import NoaService
 from noa.wire.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -46,27 +48,26 @@ def _wants_usage(body: ChatCompletionRequest | CompletionRequest) -> bool:
     return bool(body.stream_options and body.stream_options.include_usage)
 
 
-def _cache_scope(request: Request) -> tuple[str | None, str | None]:
-    """The policy the request asks of the cache, and the tenant its entries belong to (set by
-    authentication; None: one tenant)."""
-    return request.headers.get(CACHE_HEADER), request.scope.get("state", {}).get("tenant")
+def _asked(request: Request) -> tuple[str | None, Principal | None]:
+    """The policy the request asks of the cache, and who asks (set by authentication)."""
+    return request.headers.get(CACHE_HEADER), request.scope.get("state", {}).get("principal")
 
 
 def _api_router(service: NoaService) -> APIRouter:
     router = APIRouter(route_class=NoaRoute)
 
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        answer = service.chat(body, *_cache_scope(request))
+        answer = service.chat(body, *_asked(request))
         result = await unless_disconnected(request.receive, answer)
         return result_response(result, request, _wants_usage(body))
 
     async def completions(request: Request, body: CompletionRequest) -> Response:
-        answer = service.completion(body, *_cache_scope(request))
+        answer = service.completion(body, *_asked(request))
         result = await unless_disconnected(request.receive, answer)
         return result_response(result, request, _wants_usage(body))
 
     async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
-        answer = service.embeddings(body, *_cache_scope(request))
+        answer = service.embeddings(body, *_asked(request))
         result = await unless_disconnected(request.receive, answer)
         return result_response(result, request, False)
 
@@ -124,11 +125,16 @@ def _docs(app: FastAPI) -> None:
 def create_app(
     service: NoaService,
     *,
-    master_key: str | None,
+    master_key: str | None = None,
+    auth: Authenticator | None = None,
+    admin: Admin | None = None,
     max_body_bytes: int = 10 * 1024 * 1024,
     access_log: bool = True,
 ) -> FastAPI:
-    """The ASGI app: FastAPI routes behind NOA's middleware."""
+    """The ASGI app: FastAPI routes behind NOA's middleware.
+
+    ``auth`` decides who may call (built from ``master_key`` alone when not given; neither:
+    open); ``admin`` adds the key, team and usage APIs (``/v1/admin/...``, ``/v1/usage``)."""
     app = FastAPI(
         title="NOA",
         version=noa.__version__,
@@ -137,6 +143,8 @@ def create_app(
         redoc_url=None,
     )
     app.include_router(_api_router(service))
+    if admin is not None:
+        app.include_router(admin_router(admin))
 
     async def health() -> Response:
         return json_response({"status": "ok"})
@@ -150,12 +158,13 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, http_error)
 
-    key = MasterKey(master_key) if master_key else None
-    if key is not None:
+    if auth is None and master_key:
+        auth = Authenticator(master=MasterKey(master_key))
+    if auth is not None and auth.enabled:
         _declare_bearer_auth(app)
     app.add_middleware(
         GatewayMiddleware,
-        master_key=key,
+        auth=auth,
         max_body_bytes=max_body_bytes,
         access_log=logging.getLogger(ACCESS_LOGGER) if access_log else None,
     )

@@ -1,9 +1,10 @@
 """One pure-ASGI middleware for what every request needs before routing.
 
-Correlation id (accepted or generated, echoed as a header), master-key auth on protected
-prefixes, the body size limit (Content-Length checked up front, chunked bodies counted as
-they arrive), and one access-log line per request once its response is over. Pure ASGI rather
-than ``BaseHTTPMiddleware``, which buffers and breaks streaming.
+Correlation id (accepted or generated, echoed as a header), authentication on protected
+prefixes (the master key, API keys, JWTs; the principal goes to ``scope["state"]``), the body
+size limit (Content-Length checked up front, chunked bodies counted as they arrive), and one
+access-log line per request once its response is over. Pure ASGI rather than
+``BaseHTTPMiddleware``, which buffers and breaks streaming.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import orjson
 
 from noa.errors import AuthenticationError, NoaError, PayloadTooLargeError
 from noa.http import context
-from noa.http.auth import MasterKey, credential_from_headers
+from noa.http.auth import credential_from_headers
+from noa.identity import Authenticator
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,13 +70,13 @@ class GatewayMiddleware:
         self,
         app: ASGIApp,
         *,
-        master_key: MasterKey | None,
+        auth: Authenticator | None,
         max_body_bytes: int,
         access_log: logging.Logger | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.app = app
-        self.master_key = master_key
+        self.auth = auth
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
         self.clock = clock
@@ -110,21 +112,19 @@ class GatewayMiddleware:
         if outcome is not None:
             send = _observed(send, outcome)  # also sees the errors sent below
         path: str = scope["path"]
-        if self.master_key is not None and path.startswith(PROTECTED_PREFIXES):
+        if self.auth is not None and path.startswith(PROTECTED_PREFIXES):
             auth = headers.get(b"authorization")
             api_key = headers.get(b"x-api-key")
             presented = credential_from_headers(
                 auth.decode("latin-1") if auth else None,
                 api_key.decode("latin-1") if api_key else None,
             )
-            if not self.master_key.verify(presented):
-                message = (
-                    "Missing API key: send Authorization: Bearer <key>"
-                    if presented is None
-                    else "Incorrect API key provided"
-                )
-                await send_error(send, AuthenticationError(message), cid)
+            try:
+                principal = await self.auth.authenticate(presented)
+            except AuthenticationError as e:
+                await send_error(send, e, cid)
                 return
+            scope["state"]["principal"] = principal
 
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:

@@ -10,6 +10,7 @@ import pytest
 
 from noa.http.auth import MasterKey
 from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
+from noa.identity import Authenticator
 
 Message = dict[str, Any]
 
@@ -62,7 +63,7 @@ async def test_one_access_line_per_request_with_route_status_and_provider(
     clock = Clock()
     middleware = GatewayMiddleware(
         app_answering(clock),
-        master_key=MasterKey("sk-master"),
+        auth=Authenticator(master=MasterKey("sk-master")),
         max_body_bytes=1000,
         access_log=logging.getLogger(ACCESS_LOGGER),
         clock=clock,
@@ -89,7 +90,7 @@ async def test_refused_requests_are_logged_too_and_logging_can_be_off(
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     logged = GatewayMiddleware(
         app_answering(clock),
-        master_key=MasterKey("sk-master"),
+        auth=Authenticator(master=MasterKey("sk-master")),
         max_body_bytes=1000,
         access_log=logging.getLogger(ACCESS_LOGGER),
         clock=clock,
@@ -101,8 +102,6 @@ async def test_refused_requests_are_logged_too_and_logging_can_be_off(
     assert line.__dict__["status"] == 401 and line.__dict__["route"] == "unmatched"
     assert line.__dict__["correlation_id"] == error["correlation_id"]
 
-    quiet = GatewayMiddleware(
-        app_answering(clock), master_key=None, max_body_bytes=1000, access_log=None
-    )
+    quiet = GatewayMiddleware(app_answering(clock), auth=None, max_body_bytes=1000, access_log=None)
     sent = await call(quiet, [])
     assert sent[0]["status"] == 200 and len(records(caplog)) == 1

@@ -13,6 +13,7 @@ from noa.cache_store import TtlLru
 from noa.cache_tiers import MemoryTier, TieredCache
 from noa.config import CacheConfig, parse_config
 from noa.errors import InvalidRequestError, UpstreamError
+from noa.identity import Principal
 from noa.registry import ModelRegistry, ProviderInfo
 from noa.response_cache import ResponseCache
 from noa.router import PrimedStream, Routed, RouteInfo
@@ -21,6 +22,7 @@ from noa.wire.requests import ChatCompletionRequest, EmbeddingRequest
 
 Body = dict[str, Any]
 INFO = RouteInfo("m", "openai", "gpt-x")
+TEAM_A, TEAM_B = Principal("key", "key_a", team="a"), Principal("key", "key_b", team="b")
 
 
 def answer(text: str) -> Body:
@@ -274,17 +276,17 @@ async def test_the_body_field_never_goes_upstream() -> None:
 
 async def test_tenants_are_scoped_unless_the_model_is_shared() -> None:
     service, _router = make()
-    await service.chat(chat(), None, "team-a")
+    await service.chat(chat(), None, TEAM_A)
     await settled(service)
-    other = await service.chat(chat(), None, "team-b")
+    other = await service.chat(chat(), None, TEAM_B)
     assert isinstance(other, Routed) and other.info.cache == "miss"
     await settled(service)
-    same = await service.chat(chat(), None, "team-a")
+    same = await service.chat(chat(), None, TEAM_A)
     assert isinstance(same, Routed) and same.info.cache == "hit-l1"
 
-    await service.chat(chat(model="shared"), None, "team-a")
+    await service.chat(chat(model="shared"), None, TEAM_A)
     await settled(service)
-    shared = await service.chat(chat(model="shared"), None, "team-b")
+    shared = await service.chat(chat(model="shared"), None, TEAM_B)
     assert isinstance(shared, Routed) and shared.info.cache == "hit-l1"
 
 

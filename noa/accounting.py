@@ -1,0 +1,143 @@
+"""Around each answer: admission before it, reconciliation and a usage record after it.
+
+A plain answer is settled when it returns; a stream when it ends (its usage chunk, its time to
+first token), completed or not. Settling never fails a request: a limiter or database that went
+away costs a warning, not the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import replace
+from typing import Any
+
+from noa.admission import Gatekeeper, Ticket
+from noa.errors import NoaError
+from noa.http import context
+from noa.identity import Principal
+from noa.router import Operation, PrimedStream, Routed, RouteInfo
+from noa.usage import UsageRecord, UsageRecorder
+
+Body = dict[str, Any]
+Clock = Callable[[], float]
+logger = logging.getLogger("noa.usage")
+
+
+class Accounting:
+    def __init__(
+        self,
+        gate: Gatekeeper,
+        usage: UsageRecorder | None = None,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self.gate = gate
+        self.usage = usage
+        self.clock = clock
+
+    async def admit(
+        self, principal: Principal, operation: Operation, body: Body, stream: bool
+    ) -> Ticket | None:
+        return await self.gate.admit(principal, operation, body, stream)
+
+    async def finish(
+        self,
+        principal: Principal,
+        operation: Operation,
+        ticket: Ticket | None,
+        started: float,
+        route: RouteInfo | None,
+        usage: Body | None,
+        status: int,
+        ttft: float | None = None,
+    ) -> None:
+        try:
+            if ticket is not None:
+                cost = await self.gate.settle(ticket, route, usage)
+            else:
+                cost = self.gate.cost(route, usage, operation)[2]
+            prompt, completion, _ = self.gate.cost(route, usage, operation)
+        except Exception as e:  # the answer is already on its way: never fail it here
+            logger.warning("could not settle a request's usage: %s", e)
+            cost, prompt, completion = 0.0, 0, 0
+        if self.usage is None:
+            return
+        now = self.clock()
+        self.usage.record(
+            UsageRecord(
+                operation=operation,
+                status=status,
+                key_id=principal.id if principal.kind in ("key", "jwt") else None,
+                team=principal.team,
+                model=route.model if route else None,
+                provider=route.provider if route else None,
+                upstream=route.upstream if route else None,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=cost,
+                latency_ms=round((now - started) * 1000, 3),
+                ttft_ms=None if ttft is None else round((ttft - started) * 1000, 3),
+                cache=route.cache if route else None,
+                correlation_id=context.current(),
+            )
+        )
+
+    async def failed(
+        self,
+        principal: Principal,
+        operation: Operation,
+        ticket: Ticket | None,
+        started: float,
+        error: BaseException,
+    ) -> None:
+        status = error.status_code if isinstance(error, NoaError) else 500
+        await self.finish(principal, operation, ticket, started, None, None, status)
+
+    def answered(self, result: Routed, ticket: Ticket | None) -> Routed:
+        if ticket is None or not ticket.headers:
+            return result
+        return Routed(result.body, replace(result.info, limits=ticket.headers))
+
+    def stream(
+        self,
+        stream: PrimedStream,
+        principal: Principal,
+        operation: Operation,
+        ticket: Ticket | None,
+        started: float,
+    ) -> PrimedStream:
+        info = stream.info
+        if ticket is not None and ticket.headers:
+            info = replace(info, limits=ticket.headers)
+        return PrimedStream(
+            info, None, self._watched(stream, principal, operation, ticket, started), None
+        )
+
+    async def _watched(
+        self,
+        stream: PrimedStream,
+        principal: Principal,
+        operation: Operation,
+        ticket: Ticket | None,
+        started: float,
+    ) -> AsyncGenerator[Body, None]:
+        ttft: float | None = None
+        usage: Body | None = None
+        status = 499  # the client left before the end
+        try:
+            async for chunk in stream:
+                if ttft is None:
+                    ttft = self.clock()
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                yield chunk
+            status = 200
+        except NoaError as e:
+            status = e.status_code
+            raise
+        finally:
+            await stream.aclose()
+            await self.finish(
+                principal, operation, ticket, started, stream.info, usage, status, ttft
+            )

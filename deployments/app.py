@@ -1,7 +1,7 @@
 """``build_app``: NOA's Serve application from its config (``serve_config.yaml``'s ``args``).
 
 Gateway (ingress) ── LlamaCpp replicas (one deployment per local provider)
-    │      └──────── HealthActor, CacheActor
+    │      └──────── HealthActor, CacheActor, LimiterActor (with several Gateway replicas)
     └── Router ──── OpenAIAdapter / AnthropicAdapter (enabled providers only), LlamaCpp
 """
 
@@ -16,7 +16,7 @@ from deployments.adapters import ProviderAdapter
 from deployments.gateway import Gateway
 from deployments.llamacpp import LlamaCpp
 from deployments.router import Router
-from deployments.support import CacheActor, HealthActor
+from deployments.support import CacheActor, HealthActor, LimiterActor
 from noa import assembly
 from noa.config import NoaConfig, ReplicaConfig, parse_config
 
@@ -69,8 +69,10 @@ def build(config: NoaConfig) -> Application:
     tiny = ReplicaConfig(num_replicas=1, max_ongoing_requests=1000, num_cpus=0)
     health = _sized(HealthActor, tiny).bind(args, local)
     cache = _sized(CacheActor, tiny).bind(args)
+    # several Gateway replicas must agree on limits: one actor decides (unless Redis does)
+    limiter = _sized(LimiterActor, tiny).bind() if d.gateway.num_replicas > 1 else None
     router = _sized(Router, d.router).bind(args, adapters, local, health)
-    return _sized(Gateway, d.gateway).bind(args, local, router, health, cache)
+    return _sized(Gateway, d.gateway).bind(args, local, router, health, cache, limiter)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.support import ActorTier, link_to_health
-from noa import assembly
+from deployments.support import ActorLimiter, ActorTier, link_to_health
+from noa import access, assembly
 from noa.config import parse_config
 from noa.health import readiness
 from noa.http.app import create_app
@@ -43,6 +43,7 @@ class Gateway:
         router: DeploymentHandle,
         health: DeploymentHandle,
         cache: DeploymentHandle,
+        limiter: DeploymentHandle | None = None,
     ) -> None:
         configure_logging()
         self._config = parse_config(config)
@@ -63,13 +64,21 @@ class Gateway:
         else:
             core = RemoteRouter(router)
         self.cache = assembly.response_cache(self._config, self._registry, ActorTier(cache))
-        self.service = NoaService(core, self._registry, self.cache)
+        shared = ActorLimiter(limiter) if limiter is not None else None
+        self.access = access.build(self._config, self._registry, shared)
+        self.service = NoaService(core, self._registry, self.cache, self.access.accounting)
+
+    async def __del__(self) -> None:
+        """A clean shutdown: write the buffered usage, finish storing cache entries."""
+        await self.access.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        master = self._config.auth.master_key()
         app = create_app(
             self.service,
-            master_key=master.get_secret_value() if master else None,
+            auth=self.access.auth,
+            admin=self.access.admin,
             max_body_bytes=self._config.server.max_body_bytes,
             access_log=self._config.server.access_log,
         )

@@ -1,4 +1,4 @@
-"""CacheActor and HealthActor: one per app, shared by every Gateway replica."""
+"""CacheActor, LimiterActor and HealthActor: one per app, shared by every Gateway replica."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from noa.breaker_hub import BreakerHub, BreakerLink
 from noa.cache_store import TtlLru
 from noa.config import parse_config
 from noa.health import HealthMonitor
+from noa.limiter import LocalLimiter
+from noa.limits import Decision, Reserve, Take
 from noa.providers.remote import RemoteProvider
 from noa.router import Router
 
@@ -86,6 +88,49 @@ class CacheActor:
 
     def stats(self) -> dict[str, int]:
         return self._store.stats()
+
+
+class ActorLimiter:
+    """A ``Limiter`` over the LimiterActor: one place decides for every Gateway replica."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._handle = handle
+
+    async def admit(
+        self, takes: list[Take], reserves: list[Reserve], principal: str | None = None
+    ) -> Decision:
+        wire = await self._handle.admit.remote(takes, reserves, principal)
+        return Decision.from_wire(wire)
+
+    async def adjust(
+        self, tokens: dict[str, tuple[float, float]], dollars: dict[str, float]
+    ) -> None:
+        await self._handle.adjust.remote(tokens, dollars)
+
+    async def revoke(self, principal: str) -> None:
+        await self._handle.revoke.remote(principal)
+
+
+@serve.deployment
+class LimiterActor:
+    """Rate limits and budgets for every Gateway replica when there are several and no Redis:
+    each decision is one atomic step here, so limits are exact across replicas."""
+
+    def __init__(self) -> None:
+        self._limiter = LocalLimiter()
+
+    async def admit(
+        self, takes: list[Take], reserves: list[Reserve], principal: str | None
+    ) -> dict[str, Any]:
+        return (await self._limiter.admit(takes, reserves, principal)).to_wire()
+
+    async def adjust(
+        self, tokens: dict[str, tuple[float, float]], dollars: dict[str, float]
+    ) -> None:
+        await self._limiter.adjust(tokens, dollars)
+
+    async def revoke(self, principal: str) -> None:
+        await self._limiter.revoke(principal)
 
 
 @serve.deployment

@@ -1,4 +1,5 @@
-"""The ``noa`` command: ``noa serve [--config FILE] [--host H] [--port P]``."""
+"""The ``noa`` command: ``noa serve [--config FILE] [--host H] [--port P]``,
+``noa check-config FILE``, ``noa keys create|list|show|revoke|rotate``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from noa import cli_keys
 from noa.config import ConfigError, NoaConfig, load_config
 
 logger = logging.getLogger("noa.cli")
@@ -50,12 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     check = sub.add_parser("check-config", help="validate a config file and print it")
     check.add_argument("config")
+    cli_keys.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "check-config":
             print(load_config(args.config).model_dump_json(indent=2))
             return 0
+        if args.command == "keys":
+            return cli_keys.main(load_config(args.config) if args.config else NoaConfig(), args)
         config = load_config(args.config) if args.config else NoaConfig()
         config = resolve_serve_config(config, args.host, args.port)
     except (ConfigError, OSError) as e:

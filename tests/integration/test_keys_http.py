@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from databases import postgres_dsn
+from databases import fresh_database_url
 
 from noa import assembly
 from noa.config import parse_config
@@ -52,16 +52,8 @@ class Replica:
 
 
 @pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    name = f"noa_keys_{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(postgres_dsn())
-        await conn.execute(f"CREATE DATABASE {name}")
-        await conn.close()
-
-    asyncio.run(create())
-    yield postgres_dsn().rsplit("/", 1)[0] + f"/{name}"
+def database_url() -> str:
+    return fresh_database_url()
 
 
 @pytest.fixture

@@ -29,3 +29,18 @@ async def fresh_postgres() -> Database:
         postgres_dsn(), min_size=1, max_size=4, server_settings={"search_path": schema}
     )
     return PostgresDatabase(pool)
+
+
+def fresh_database_url() -> str:
+    """A new, empty PostgreSQL database on the suite's server; its URL."""
+    import asyncio
+
+    name = f"noa_t_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        admin = await connect(postgres_dsn())
+        await admin.execute(f"CREATE DATABASE {name}")
+        await admin.close()
+
+    asyncio.run(create())
+    return postgres_dsn().rsplit("/", 1)[0] + f"/{name}"

@@ -11,6 +11,7 @@ headers for the tightest request and token limits that applied.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import datetime
 import math
@@ -106,7 +107,6 @@ class Gatekeeper:
         *,
         completion_estimate: int = 256,
         clock: Clock = time.time,
-        seed_ttl_s: float = 60.0,
     ) -> None:
         self.limiter = limiter
         self.registry = registry
@@ -114,8 +114,9 @@ class Gatekeeper:
         self.spend = spend
         self.completion_estimate = completion_estimate
         self.clock = clock
-        self.seed_ttl_s = seed_ttl_s
-        self._seeds: dict[str, tuple[float, float]] = {}  # budget key -> (spent, read at)
+        # budget key (its period in its name) -> what the usage records said was spent before
+        # this process first used it: read once, by one request, whoever else is waiting
+        self._seeds: dict[str, asyncio.Future[float]] = {}
         self.refused: dict[str, int] = {}  # reason -> count (metrics)
 
     def _price(self, name: str, operation: Operation, stream: bool) -> tuple[float, float]:
@@ -127,15 +128,22 @@ class Gatekeeper:
         return max(p.input for p in prices) / 1e6, max(p.output for p in prices) / 1e6
 
     async def _seed(self, budget: str, scope: str, scope_id: str, since: float) -> float:
+        """Spent in this period before the limiter knew the budget. The limiter keeps the
+        counter from then on, so the records are read once per budget and period."""
         if self.spend is None:
             return 0.0
-        now = self.clock()
-        cached = self._seeds.get(budget)
-        if cached is not None and now - cached[1] < self.seed_ttl_s:
-            return cached[0]
-        spent = await self.spend(scope, scope_id, since)
-        self._seeds[budget] = (spent, now)
-        return spent
+        known = self._seeds.get(budget)
+        if known is None:
+            known = asyncio.get_running_loop().create_future()
+            self._seeds[budget] = known
+            try:
+                known.set_result(await self.spend(scope, scope_id, since))
+            except Exception as e:
+                del self._seeds[budget]  # the next request tries again
+                known.set_exception(e)
+                known.exception()  # retrieved: waiters (if any) re-raise it
+                raise
+        return await asyncio.shield(known)
 
     def needs_check(self, principal: Principal, model_id: str) -> bool:
         return (

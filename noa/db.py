@@ -57,6 +57,7 @@ async def connect(url: str) -> Database:
         conn = await aiosqlite.connect(path, isolation_level=None)  # autocommit; BEGIN explicit
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA busy_timeout=5000")  # other processes writing the same file
+        await conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints
         return SqliteDatabase(conn)
     raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
 
@@ -89,8 +90,11 @@ class SqliteDatabase:
             await self._conn.execute(self._sql(sql), args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        async with self._turn():
+        if self._held:
             await self._conn.executemany(self._sql(sql), rows)
+            return
+        async with self.transaction() as tx:  # one commit (one fsync) for the whole batch
+            await tx.executemany(sql, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         async with self._turn(), self._conn.execute(self._sql(sql), args) as cursor:

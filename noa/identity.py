@@ -8,7 +8,9 @@ replica at once through the shared limiter (see ``noa/admission.py``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from noa.http.auth import MasterKey
 from noa.keys import ApiKey, KeyStore, Limits, Period, Team, TeamStore
 
 Clock = Callable[[], float]
+logger = logging.getLogger("noa.auth")
 PERIODS = ("day", "week", "month", "total")
 
 
@@ -168,7 +171,14 @@ class Authenticator:
     required: bool = False
     cache_s: float = 5.0
     clock: Clock = time.time
-    _cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    # digest -> (read at, what the database said: a principal, a refusal, or no such key)
+    _cache: dict[str, tuple[float, Principal | AuthenticationError | None]] = field(
+        default_factory=dict
+    )
+    _loading: dict[str, asyncio.Future[Principal | AuthenticationError | None]] = field(
+        default_factory=dict
+    )
+    _refreshes: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def enabled(self) -> bool:
@@ -179,8 +189,8 @@ class Authenticator:
         if key_id is None:
             self._cache.clear()
             return
-        for digest, (_, principal) in list(self._cache.items()):
-            if principal is not None and principal.id == key_id:
+        for digest, (_, known) in list(self._cache.items()):
+            if isinstance(known, Principal) and known.id == key_id:
                 del self._cache[digest]
 
     async def authenticate(self, credential: str | None) -> Principal:
@@ -199,32 +209,67 @@ class Authenticator:
         raise AuthenticationError("Incorrect API key provided")
 
     async def _key(self, secret: str) -> Principal:
+        """The key's principal. A verified key is trusted for ``cache_s``; after that it is
+        still served while one background read refreshes it, so a busy key never makes every
+        request wait on the database at once."""
         assert self.keys is not None
         now = self.clock()
         digest = self.keys.hasher.digest(secret)
         cached = self._cache.get(digest)
-        if cached is not None and now - cached[0] < self.cache_s:
-            principal = cached[1]
+        if cached is None:
+            known = await self._read_once(digest, secret)
         else:
-            principal = await self._load(secret, now)
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[digest] = (now, principal)
-        if principal is None:
+            read_at, known = cached
+            if now - read_at >= self.cache_s and digest not in self._loading:
+                task = asyncio.get_running_loop().create_task(self._refresh(digest, secret))
+                self._refreshes.add(task)
+                task.add_done_callback(self._refreshes.discard)
+        if known is None:
             raise AuthenticationError("Incorrect API key provided")
-        if principal.expires_at is not None and now >= principal.expires_at:
-            when = datetime.datetime.fromtimestamp(principal.expires_at, datetime.UTC)
+        if isinstance(known, AuthenticationError):
+            raise known
+        if known.expires_at is not None and now >= known.expires_at:
+            when = datetime.datetime.fromtimestamp(known.expires_at, datetime.UTC)
             raise AuthenticationError(
                 f"This API key expired at {when:%Y-%m-%d %H:%M:%S} UTC", code="key_expired"
             )
-        return principal
+        return known
 
-    async def _load(self, secret: str, now: float) -> Principal | None:
+    async def _read_once(self, digest: str, secret: str) -> Principal | AuthenticationError | None:
+        """One database read per key at a time; concurrent callers share it."""
+        loading = self._loading.get(digest)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[Principal | AuthenticationError | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._loading[digest] = future
+        try:
+            known = await self._load(secret)
+        except BaseException as e:
+            future.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
+            future.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            del self._loading[digest]
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[digest] = (self.clock(), known)
+        future.set_result(known)
+        return known
+
+    async def _refresh(self, digest: str, secret: str) -> None:
+        try:
+            await self._read_once(digest, secret)
+        except Exception as e:  # the database is away: keep what we knew, try again later
+            logger.warning("could not re-read an API key: %s", e)
+
+    async def _load(self, secret: str) -> Principal | AuthenticationError | None:
         assert self.keys is not None
         key = await self.keys.verify(secret)
         if key is None:
             return None
         if key.revoked_at is not None:
-            raise AuthenticationError("This API key has been revoked", code="key_revoked")
+            return AuthenticationError("This API key has been revoked", code="key_revoked")
         team = await self.teams.get(key.team) if self.teams is not None and key.team else None
         return key_principal(key, team)

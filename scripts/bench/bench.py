@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import httpx
 import local_model
 from loadgen import StreamTiming, WrkResult, stream_probe, wrk, wrk_script
 from systems import MASTER_KEY, UPSTREAM_KEY, FakeUpstream, LiteLLM, Noa, litellm_version
@@ -36,8 +37,9 @@ MESSAGES = [{"role": "user", "content": "Say hello."}]
 STREAM_WORDS = ["Hello!", " How", " can", " I", " help?"]
 CHUNK_INTERVAL_MS = 50.0
 
-# NOA as deployed in production: serve_config.yaml plus a configured model for the upstream.
-# (Rate limits, metrics and request logs join here as those features land.)
+# NOA as deployed in production: serve_config.yaml plus a configured model for the upstream,
+# called with an API key that has limits and a budget (checked, reconciled and recorded on
+# every request), the access log on. (Metrics join here as they land.)
 NOA_ARGS: dict[str, Any] = {
     "models": [
         {"id": "bench", "provider": "openai", "upstream": "bench"},
@@ -61,6 +63,20 @@ def machine() -> str:
                 break
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores, {cpu}, {mem_gib:.0f} GiB, {platform.system()}"
+
+
+def api_key(url: str) -> str:
+    """A key as a team would get one: limits far above the load, so nothing is refused, but
+    every request is admitted, reconciled and recorded."""
+    response = httpx.post(
+        f"{url}/v1/admin/keys",
+        json={"name": "bench", "rpm": 10_000_000, "tpm": 10_000_000_000, "budget_usd": 1e9},
+        headers={"authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    secret: str = response.json()["key"]
+    return secret
 
 
 def load(
@@ -123,14 +139,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 print(f"bench: starting NOA ({name})", flush=True)
                 url = noa.start()
+                key = api_key(url)
                 if name == "noa":
-                    systems["noa"] = load(url, MASTER_KEY, tmp, args.seconds, "bench", cache=True)
+                    systems["noa"] = load(url, key, tmp, args.seconds, "bench", cache=True)
                     if not args.skip_local:
                         print("bench: local model, llama-cpp-python vs NOA", flush=True)
-                        local = local_model.compare(url, MASTER_KEY, "smollm2", args.local_runs)
+                        local = local_model.compare(url, key, "smollm2", args.local_runs)
                         report["local_direct"], report["local_noa"] = local["direct"], local["noa"]
                 else:
-                    timings["noa"] = probe(url, MASTER_KEY, "bench")
+                    timings["noa"] = probe(url, key, "bench")
             finally:
                 noa.stop()
 

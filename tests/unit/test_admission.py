@@ -258,3 +258,38 @@ async def test_authenticator_order_master_then_jwt_then_keys() -> None:
         await auth.authenticate("sk-wrong")
     with pytest.raises(AuthenticationError, match="Invalid token"):
         await auth.authenticate("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln")
+
+
+class CountingKeys:
+    """A key store that counts its reads (``verify``) and can revoke."""
+
+    def __init__(self) -> None:
+        from noa.keys import ApiKey, KeyHasher
+
+        self.hasher = KeyHasher(b"0123456789abcdef0123")
+        self.reads = 0
+        self.key = ApiKey("key_1", "sk-noa-abcde", None, None, (), None, Limits(), {}, 0.0)
+
+    async def verify(self, secret: str) -> Any:
+        self.reads += 1
+        await asyncio.sleep(0)
+        return self.key
+
+
+async def test_a_busy_key_is_read_once_and_refreshed_in_the_background() -> None:
+    from dataclasses import replace
+
+    clock = Clock()
+    store = CountingKeys()
+    auth = Authenticator(keys=store, required=True, cache_s=5, clock=clock)  # type: ignore[arg-type]
+    principals = await asyncio.gather(*(auth.authenticate("sk-noa-secret") for _ in range(20)))
+    assert {p.id for p in principals} == {"key_1"} and store.reads == 1
+    clock.now += 6  # stale: served at once, re-read by one request in the background
+    store.key = replace(store.key, revoked_at=clock.now)
+    stale = await asyncio.gather(*(auth.authenticate("sk-noa-secret") for _ in range(20)))
+    assert {p.id for p in stale} == {"key_1"}
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert store.reads == 2
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await auth.authenticate("sk-noa-secret")

@@ -117,6 +117,7 @@ class Gatekeeper:
         # budget key (its period in its name) -> what the usage records said was spent before
         # this process first used it: read once, by one request, whoever else is waiting
         self._seeds: dict[str, asyncio.Future[float]] = {}
+        self._periods: dict[str, tuple[str, float, float]] = {}  # period -> (label, start, end)
         self.refused: dict[str, int] = {}  # reason -> count (metrics)
 
     def _price(self, name: str, operation: Operation, stream: bool) -> tuple[float, float]:
@@ -126,6 +127,14 @@ class Gatekeeper:
         if not prices:
             return 0.0, 0.0
         return max(p.input for p in prices) / 1e6, max(p.output for p in prices) / 1e6
+
+    def _period(self, period: str, now: float) -> tuple[str, float, float]:
+        """``period_bounds``, computed once per period rather than per request."""
+        known = self._periods.get(period)
+        if known is None or not known[1] <= now < known[2]:
+            label, start, remaining = period_bounds(period, now)
+            known = self._periods[period] = (label, start, now + remaining)
+        return known[0], known[1], known[2] - now
 
     async def _seed(self, budget: str, scope: str, scope_id: str, since: float) -> float:
         """Spent in this period before the limiter knew the budget. The limiter keeps the
@@ -195,7 +204,7 @@ class Gatekeeper:
             amount = prompt * price_in + completion * price_out
             ticket.dollars_reserved = amount
             for scope, scope_id, limits in budgeted:
-                label, start, remaining = period_bounds(limits.budget_period or "total", now)
+                label, start, remaining = self._period(limits.budget_period or "total", now)
                 key = f"budget:{scope}:{scope_id}:{label}"
                 seed = await self._seed(key, scope, scope_id, start)
                 assert limits.budget_usd is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -43,10 +44,9 @@ class UsageRecord:
     cache: str | None = None
     correlation_id: str | None = None
     created_at: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-COLUMNS = tuple(f.name for f in fields(UsageRecord))
+COLUMNS = ("id", *(f.name for f in fields(UsageRecord)))
 INSERT = (
     f"INSERT INTO noa_usage ({', '.join(COLUMNS)}) VALUES "
     f"({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))})"
@@ -67,7 +67,9 @@ class UsageRecorder:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.sleep = sleep
-        self._buffer: deque[UsageRecord] = deque()
+        self._buffer: deque[tuple[str, UsageRecord]] = deque()
+        self._process = uuid.uuid4().hex[:8]
+        self._count = itertools.count()
         self._max = max_buffer
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -86,9 +88,14 @@ class UsageRecorder:
         if len(self._buffer) >= self._max:
             self._buffer.popleft()
             self.dropped += 1
-        self._buffer.append(record)
+        self._buffer.append((self._id(), record))
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
+
+    def _id(self) -> str:
+        """Unique, and increasing within a recorder: rows are appended to the table's B-tree
+        rather than inserted at random places (random ids cost page splits on every batch)."""
+        return f"{time.time_ns():016x}{self._process}{next(self._count) & 0xFFFFFF:06x}"
 
     @property
     def pending(self) -> int:
@@ -110,7 +117,7 @@ class UsageRecorder:
                     self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))
                 ]
                 try:
-                    await self.db.executemany(INSERT, [astuple(r) for r in batch])
+                    await self.db.executemany(INSERT, [(i, *astuple(r)) for i, r in batch])
                 except Exception as e:
                     self._buffer.extendleft(reversed(batch))
                     self.failures += 1

@@ -13,7 +13,42 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
+
+from noa.config_access import (
+    AuthConfig,
+    JwtAlgorithm,
+    JwtClaims,
+    JwtConfig,
+    LimitsConfig,
+    UsageConfig,
+)
+from noa.config_base import Strict, env_secret
+from noa.config_storage import (
+    HOME_ENV,
+    CacheConfig,
+    CachePolicy,
+    CacheTierConfig,
+    DatabaseConfig,
+    RedisConfig,
+    noa_home,
+)
+
+__all__ = [
+    "HOME_ENV",
+    "AuthConfig",
+    "CacheConfig",
+    "CachePolicy",
+    "CacheTierConfig",
+    "DatabaseConfig",
+    "JwtAlgorithm",
+    "JwtClaims",
+    "JwtConfig",
+    "LimitsConfig",
+    "RedisConfig",
+    "UsageConfig",
+    "noa_home",
+]
 
 Capability = Literal["chat", "completions", "embeddings", "streaming", "tools", "vision"]
 HotPath = Literal["inline", "router"]
@@ -24,16 +59,7 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names every offending key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _env_secret(name: str, environ: Mapping[str, str] | None) -> SecretStr | None:
-    value = (environ if environ is not None else os.environ).get(name, "").strip()
-    return SecretStr(value) if value else None
-
-
-class ProviderLimits(_Strict):
+class ProviderLimits(Strict):
     """The provider account's own limits: NOA routes around it before the upstream says 429.
 
     Tracked in each replica that calls the provider, each taking an equal share of the limit
@@ -45,7 +71,7 @@ class ProviderLimits(_Strict):
     max_concurrency: int | None = Field(None, gt=0, description="requests in flight at once")
 
 
-class _CloudProviderConfig(_Strict):
+class _CloudProviderConfig(Strict):
     """What every SDK-backed cloud provider has: a key and a base URL from the environment."""
 
     limits: ProviderLimits = ProviderLimits()
@@ -66,7 +92,7 @@ class _CloudProviderConfig(_Strict):
     )
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
-        return _env_secret(self.api_key_env, environ)
+        return env_secret(self.api_key_env, environ)
 
     def resolved_base_url(self, environ: Mapping[str, str] | None = None) -> str | None:
         env = environ if environ is not None else os.environ
@@ -92,7 +118,7 @@ class AnthropicProviderConfig(_CloudProviderConfig):
     )
 
 
-class LlamaCppProviderConfig(_Strict):
+class LlamaCppProviderConfig(Strict):
     """Local GGUF models run by llama-cpp-python in LlamaCpp replicas."""
 
     kind: Literal["llamacpp"] = "llamacpp"
@@ -130,14 +156,14 @@ DEFAULT_CAPABILITIES: dict[str, frozenset[str]] = {
 }
 
 
-class Price(_Strict):
+class Price(Strict):
     """USD per million tokens."""
 
     input: float = Field(0.0, ge=0, description="USD per million input (prompt) tokens")
     output: float = Field(0.0, ge=0, description="USD per million output (completion) tokens")
 
 
-class ChainEntry(_Strict):
+class ChainEntry(Strict):
     """One place a model can be served: a provider and the model's name there."""
 
     provider: str = Field(description="name of an entry in `providers`")
@@ -145,17 +171,14 @@ class ChainEntry(_Strict):
     price: Price | None = Field(None, description="overrides the model's price for this entry")
 
 
-CachePolicy = Literal["use", "bypass"]
-
-
-class ClientLimits(_Strict):
+class ClientLimits(Strict):
     """A limit on what clients may use (not a provider account's own limits)."""
 
     rpm: int | None = Field(None, gt=0, description="requests per minute")
     tpm: int | None = Field(None, gt=0, description="tokens per minute (prompt + completion)")
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """A model clients can name: an id, aliases, and the ordered chain of places serving it.
 
     ``provider`` + ``upstream`` is the one-entry shorthand of ``chain``.
@@ -199,7 +222,7 @@ class ModelConfig(_Strict):
         return [ChainEntry(provider=self.provider, upstream=self.upstream)]
 
 
-class GroupConfig(_Strict):
+class GroupConfig(Strict):
     """A name that routes among several models by a strategy (``auto`` is a group too)."""
 
     id: str = Field(min_length=1, description="the name clients send as `model`")
@@ -207,7 +230,7 @@ class GroupConfig(_Strict):
     strategy: Strategy = Field("priority", description="how the members' entries are ordered")
 
 
-class BreakerConfig(_Strict):
+class BreakerConfig(Strict):
     """A circuit breaker per (provider, upstream model)."""
 
     failure_threshold: int = Field(5, ge=1, description="consecutive failures that open it")
@@ -219,7 +242,7 @@ class BreakerConfig(_Strict):
     cooldown_s: float = Field(30.0, gt=0, description="OPEN this long, then one probe")
 
 
-class RoutingConfig(_Strict):
+class RoutingConfig(Strict):
     """Fallback, retries, deadlines, breakers and model groups."""
 
     groups: list[GroupConfig] = Field(default_factory=list, description="named model groups")
@@ -241,69 +264,7 @@ class RoutingConfig(_Strict):
     breaker: BreakerConfig = BreakerConfig()
 
 
-class CacheTierConfig(_Strict):
-    enabled: bool = Field(True, description="use this tier")
-    ttl_s: float = Field(3600.0, gt=0, description="how long an answer stays in this tier")
-    max_entries: int = Field(10_000, ge=1, description="size bound (memory tiers; SQL prunes)")
-
-
-class CacheConfig(_Strict):
-    """The response cache: L1 in each Gateway replica, L2 shared (Redis when configured, else
-    the CacheActor), L3 persistent in SQL (the database)."""
-
-    enabled: bool = Field(True, description="the response cache as a whole")
-    default: CachePolicy = Field("use", description="policy of models that set none")
-    nondeterministic: bool = Field(
-        False, description="also cache requests without temperature 0 or a seed"
-    )
-    max_entry_bytes: int = Field(
-        1_048_576, ge=1, description="answers larger than this (encoded) are not stored"
-    )
-    memory: CacheTierConfig = CacheTierConfig(ttl_s=300, max_entries=10_000)
-    shared: CacheTierConfig = CacheTierConfig(ttl_s=3600, max_entries=100_000)
-    sql: CacheTierConfig = CacheTierConfig(ttl_s=86_400, max_entries=1_000_000)
-
-
-class RedisConfig(_Strict):
-    url_env: str = Field("NOA_REDIS_URL", description="env var with redis://...; unset: no Redis")
-
-    def url(self, environ: Mapping[str, str] | None = None) -> str | None:
-        secret = _env_secret(self.url_env, environ)
-        return secret.get_secret_value() if secret else None
-
-
-HOME_ENV = "NOA_HOME"  # where NOA keeps its files (the SQLite database); default ~/.noa
-
-
-def noa_home(environ: Mapping[str, str] | None = None) -> Path:
-    env = environ if environ is not None else os.environ
-    return Path(env.get(HOME_ENV) or "~/.noa").expanduser()
-
-
-class DatabaseConfig(_Strict):
-    """Where keys, usage and the L3 cache live: SQLite by default, PostgreSQL when configured.
-
-    ``sqlite:///name.db`` is relative to ``$NOA_HOME`` (default ``~/.noa``), the same for every
-    process of the app wherever Ray starts it; ``sqlite:////abs/path.db`` is absolute.
-    """
-
-    url_env: str = Field(
-        "NOA_DATABASE_URL", description="env var with postgresql://... or sqlite:///path"
-    )
-    default_url: str = Field(
-        "sqlite:///noa.db", description="used when the env var is unset (embedded default)"
-    )
-
-    def url(self, environ: Mapping[str, str] | None = None) -> str:
-        secret = _env_secret(self.url_env, environ)
-        url = secret.get_secret_value() if secret else self.default_url
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            path = noa_home(environ) / url.removeprefix("sqlite:///")
-            return f"sqlite:///{path}"  # absolute: sqlite:////...
-        return url
-
-
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     host: str = Field("127.0.0.1", description="HTTP bind address")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port")
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest accepted body")
@@ -312,100 +273,20 @@ class ServerConfig(_Strict):
     )
 
 
-class JwtClaims(_Strict):
-    """Which claims of a token name the team, scopes, models and limits."""
-
-    team: str = Field("team", description="claim with the team")
-    scope: str = Field("scope", description="claim with scopes (space-separated or a list)")
-    models: str = Field("noa_models", description="claim listing the models allowed")
-    rpm: str = Field("noa_rpm", description="claim with requests per minute")
-    tpm: str = Field("noa_tpm", description="claim with tokens per minute")
-    budget_usd: str = Field("noa_budget_usd", description="claim with a USD budget")
-    budget_period: str = Field("noa_budget_period", description="claim: day|week|month|total")
-
-
-JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256"]
-
-
-class JwtConfig(_Strict):
-    """Bearer JWTs from an identity provider, accepted next to API keys."""
-
-    algorithms: list[JwtAlgorithm] = Field(
-        default_factory=lambda: list[JwtAlgorithm](["RS256"]),
-        description="accepted signature algorithms",
-    )
-    secret_env: str = Field("NOA_JWT_SECRET", description="env var with the HMAC secret (HS*)")
-    public_key_env: str = Field(
-        "NOA_JWT_PUBLIC_KEY", description="env var with the PEM public key (RS*/ES*)"
-    )
-    public_key_file: str | None = Field(None, description="or a PEM file with the public key")
-    issuer: str | None = Field(None, description="required `iss`")
-    audience: str | None = Field(None, description="required `aud`")
-    leeway_s: float = Field(30.0, ge=0, description="clock skew allowed on exp/nbf/iat")
-    claims: JwtClaims = JwtClaims()
-
-    def verification_key(self, environ: Mapping[str, str] | None = None) -> str | None:
-        if any(a.startswith("HS") for a in self.algorithms):
-            secret = _env_secret(self.secret_env, environ)
-            return secret.get_secret_value() if secret else None
-        if self.public_key_file:
-            return Path(self.public_key_file).read_text()
-        key = _env_secret(self.public_key_env, environ)
-        return key.get_secret_value() if key else None
-
-
-class AuthConfig(_Strict):
-    master_key_env: str = Field(
-        "NOA_MASTER_KEY", description="env var whose value, when set, guards every /v1 route"
-    )
-    required: bool = Field(
-        False, description="require a credential even with no master key (keys or JWT only)"
-    )
-    key_secret_env: str = Field(
-        "NOA_KEY_SECRET",
-        description="env var with the secret API keys are hashed under (default: derived from"
-        " the master key, else a file in $NOA_HOME)",
-    )
-    key_cache_s: float = Field(
-        5.0, ge=0, description="how long a replica trusts a verified key before reading it again"
-    )
-    jwt: JwtConfig | None = Field(None, description="accept JWT bearer tokens")
-
-    def master_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
-        return _env_secret(self.master_key_env, environ)
-
-
-class LimitsConfig(_Strict):
-    """Where rate limits and budgets are decided (exact across replicas either way)."""
-
-    on_store_failure: Literal["open", "closed"] = Field(
-        "open",
-        description="when Redis is unreachable: decide in each replica (open) or answer 503",
-    )
-    estimate_completion_tokens: int = Field(
-        256, gt=0, description="tokens reserved for a completion when max_tokens is not set"
-    )
-
-
-class UsageConfig(_Strict):
-    batch_size: int = Field(500, ge=1, description="records per database write")
-    flush_interval_s: float = Field(1.0, gt=0, description="longest a record waits")
-
-
-class ReplicaConfig(_Strict):
+class ReplicaConfig(Strict):
     num_replicas: int = Field(1, ge=1)
     max_ongoing_requests: int = Field(1000, ge=1)
     num_cpus: float = Field(0.0, ge=0)
 
 
-class LlamaReplicaConfig(_Strict):
+class LlamaReplicaConfig(Strict):
     num_replicas: int = Field(1, ge=1)
     max_ongoing_requests: int = Field(64, ge=1)
     num_cpus: float = Field(0.0, ge=0)
     num_gpus: float = Field(0.0, ge=0, description="1 on GPU clusters; 0 runs on CPU")
 
 
-class DeploymentConfig(_Strict):
+class DeploymentConfig(Strict):
     """How the Serve graph is sized and placed."""
 
     app_name: str = "noa"
@@ -459,7 +340,7 @@ def _bundling_provider(providers: Any) -> str | None:
     return None
 
 
-class NoaConfig(_Strict):
+class NoaConfig(Strict):
     """The whole configuration. ``NoaConfig()`` is the embedded default."""
 
     server: ServerConfig = ServerConfig()

@@ -53,11 +53,9 @@ class Accounting:
         ttft: float | None = None,
     ) -> None:
         try:
+            prompt, completion, cost = self.gate.cost(route, usage, operation)
             if ticket is not None:
-                cost = await self.gate.settle(ticket, route, usage)
-            else:
-                cost = self.gate.cost(route, usage, operation)[2]
-            prompt, completion, _ = self.gate.cost(route, usage, operation)
+                await self.gate.reconcile(ticket, prompt + completion, cost)
         except Exception as e:  # the answer is already on its way: never fail it here
             logger.warning("could not settle a request's usage: %s", e)
             cost, prompt, completion = 0.0, 0, 0
@@ -95,9 +93,8 @@ class Accounting:
         await self.finish(principal, operation, ticket, started, None, None, status)
 
     def answered(self, result: Routed, ticket: Ticket | None) -> Routed:
-        if ticket is None or not ticket.headers:
-            return result
-        return Routed(result.body, replace(result.info, limits=ticket.headers))
+        info = _with_limits(result.info, ticket)
+        return result if info is result.info else Routed(result.body, info)
 
     def stream(
         self,
@@ -107,11 +104,11 @@ class Accounting:
         ticket: Ticket | None,
         started: float,
     ) -> PrimedStream:
-        info = stream.info
-        if ticket is not None and ticket.headers:
-            info = replace(info, limits=ticket.headers)
         return PrimedStream(
-            info, None, self._watched(stream, principal, operation, ticket, started), None
+            _with_limits(stream.info, ticket),
+            None,
+            self._watched(stream, principal, operation, ticket, started),
+            None,
         )
 
     async def _watched(
@@ -141,3 +138,10 @@ class Accounting:
             await self.finish(
                 principal, operation, ticket, started, stream.info, usage, status, ttft
             )
+
+
+def _with_limits(info: RouteInfo, ticket: Ticket | None) -> RouteInfo:
+    """The route with the caller's ``x-ratelimit-*`` headers, when limits applied."""
+    if ticket is None or not ticket.headers:
+        return info
+    return replace(info, limits=ticket.headers)

@@ -268,13 +268,16 @@ class Gatekeeper:
     async def settle(self, ticket: Ticket, route: RouteInfo | None, usage: Body | None) -> float:
         """Reconcile the reservation with what was used; the answer's cost in USD."""
         prompt, completion, cost = self.cost(route, usage, ticket.operation)
-        used = prompt + completion
+        await self.reconcile(ticket, prompt + completion, cost)
+        return cost
+
+    async def reconcile(self, ticket: Ticket, used: int, cost: float) -> None:
+        """Replace the ticket's reservation with ``used`` tokens and ``cost`` USD."""
         extra = float(used - ticket.tokens_reserved)
         tokens = {k: (limit, extra) for k, limit in ticket.token_buckets.items()}
         dollars = {k: cost - ticket.dollars_reserved for k in ticket.budgets}
         if any(extra for _, extra in tokens.values()) or any(dollars.values()):
             await self.limiter.adjust(tokens, dollars)
-        return cost
 
 
 def _price_of(candidate: Candidate) -> tuple[float, float] | None:

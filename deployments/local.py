@@ -6,9 +6,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -60,13 +62,29 @@ def kill_stray_haproxy(port: int) -> list[int]:
     return killed
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on ``host:port`` (so HAProxy could not have it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _list_models(url: str, key: str | None) -> dict[str, Any]:
     """GET /v1/models through the HTTP front door: proves the whole path is up."""
     request = urllib.request.Request(f"{url}/v1/models")
     if key:
         request.add_header("Authorization", f"Bearer {key}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(
+            f"NOA started, but GET {url}/v1/models answered HTTP {e.code} "
+            f"({e.read()[:200]!r}): is another server listening on that port?"
+        ) from e
 
 
 def serve_foreground(config: NoaConfig, *, fast: bool = True) -> int:
@@ -79,6 +97,13 @@ def serve_foreground(config: NoaConfig, *, fast: bool = True) -> int:
 
     from deployments.app import build
 
+    if port_in_use(config.server.host, config.server.port):
+        print(
+            f"noa: {config.server.host}:{config.server.port} is already in use; "
+            "stop what listens there or pass --port",
+            file=sys.stderr,
+        )
+        return 2
     started = time.monotonic()
     # a private local instance: never attach to a Ray cluster that happens to run here
     ray.init(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,9 +43,18 @@ def log(message: str) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port outside the kernel's ephemeral range (where Ray's processes get theirs)
+    and outside Ray's worker and direct-ingress ranges: see noa/testing/ports.py."""
+    pick = random.SystemRandom()
+    for _ in range(500):
+        port = pick.randint(20000, 29999)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from noa.testing.serve_cluster import free_port
+from noa.testing.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

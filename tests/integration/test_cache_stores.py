@@ -21,6 +21,7 @@ from noa.cache_redis import PREFIX, RedisTier
 from noa.cache_sql import SqlTier
 from noa.cache_store import TtlLru
 from noa.cache_tiers import MemoryTier, TieredCache
+from noa.testing.ports import free_port
 
 
 def service(name: str) -> str:
@@ -36,12 +37,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateRedis:

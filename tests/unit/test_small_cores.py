@@ -1,15 +1,19 @@
-"""SSE parsing, the TTL LRU, the health monitor, master-key auth, the CLI's bind guard."""
+"""SSE parsing, the TTL LRU, the health monitor, master-key auth, the CLI's bind guards,
+test ports."""
 
+import random
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
 from noa.cache_store import TtlLru
-from noa.cli import resolve_serve_config
+from noa.cli import main, resolve_serve_config
 from noa.config import ConfigError, NoaConfig
 from noa.health import HealthMonitor
 from noa.http.auth import MasterKey, credential_from_headers
 from noa.http.context import accept_or_new
+from noa.testing.ports import HIGH, LOW, free_port
 from noa.wire import sse
 
 
@@ -103,3 +107,24 @@ def test_serve_refuses_public_bind_without_master_key(monkeypatch: pytest.Monkey
     assert (config.server.host, config.server.port) == ("127.0.0.1", 9001)
     monkeypatch.setenv("NOA_MASTER_KEY", "k")
     assert resolve_serve_config(NoaConfig(), "0.0.0.0", None).server.host == "0.0.0.0"
+
+
+def test_serve_refuses_a_port_already_in_use(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NOA_MASTER_KEY", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2  # before any Ray process starts
+    assert f"127.0.0.1:{port} is already in use" in capsys.readouterr().err
+
+
+def test_test_ports_stay_out_of_the_ranges_ray_draws_from() -> None:
+    rng = random.Random(7)
+    ports = {free_port(rng) for _ in range(50)}
+    assert all(LOW <= p <= HIGH for p in ports) and len(ports) > 40
+    with socket.socket() as taken:  # a port in use is never handed out
+        taken.bind(("127.0.0.1", free_port(random.Random(1))))
+        assert free_port(random.Random(1)) != taken.getsockname()[1]

@@ -50,6 +50,11 @@ def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError
     if param is None:
         if kind == "missing":
             return InvalidRequestError("The request body is empty: expected a JSON object.")
+        if isinstance(first.get("input"), bytes):  # not sent as JSON: the raw body came through
+            return InvalidRequestError(
+                "The request body must be JSON, sent with Content-Type: application/json.",
+                code="invalid_json",
+            )
         return InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
     if kind == "missing":
         message = f"Missing required parameter: '{param}'."

@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from noa.db import Database
@@ -47,6 +48,7 @@ class UsageRecord:
 
 
 COLUMNS = ("id", *(f.name for f in fields(UsageRecord)))
+_VALUES = operator.attrgetter(*COLUMNS[1:])  # a row's values: astuple() deep-copies, slowly
 INSERT = (
     f"INSERT INTO noa_usage ({', '.join(COLUMNS)}) VALUES "
     f"({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))})"
@@ -117,7 +119,7 @@ class UsageRecorder:
                     self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))
                 ]
                 try:
-                    await self.db.executemany(INSERT, [(i, *astuple(r)) for i, r in batch])
+                    await self.db.executemany(INSERT, [(i, *_VALUES(r)) for i, r in batch])
                 except Exception as e:
                     self._buffer.extendleft(reversed(batch))
                     self.failures += 1

@@ -19,6 +19,7 @@ import noa
 from noa.http.admin import Admin, admin_router
 from noa.http.auth import MasterKey
 from noa.http.disconnect import unless_disconnected
+from noa.http.fast_lane import lanes
 from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
 from noa.http.render import NoaRoute, correlation_id, error_response, json_response, result_response
 from noa.identity import Authenticator, Principal
@@ -26,6 +27,17 @@ from noa.service import NoaService
 from noa.wire.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 DOCS_ASSETS = "/_noa/docs-assets"
+# The routes every client calls: served past FastAPI's routing (noa/http/fast_lane.py).
+HOT_PATHS = (
+    "/v1/chat/completions",
+    "/api/v1/inference/chat",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/api/v1/inference/embeddings",
+    "/v1/models",
+    "/api/v1/models",
+    "/health",
+)
 CACHE_HEADER = "x-noa-cache"  # use | bypass | refresh
 
 DESCRIPTION = """OpenAI-compatible gateway over OpenAI, Anthropic and local GGUF models.
@@ -130,11 +142,13 @@ def create_app(
     admin: Admin | None = None,
     max_body_bytes: int = 10 * 1024 * 1024,
     access_log: bool = True,
+    fast_lane: bool = True,
 ) -> FastAPI:
     """The ASGI app: FastAPI routes behind NOA's middleware.
 
     ``auth`` decides who may call (built from ``master_key`` alone when not given; neither:
-    open); ``admin`` adds the key, team and usage APIs (``/v1/admin/...``, ``/v1/usage``)."""
+    open); ``admin`` adds the key, team and usage APIs (``/v1/admin/...``, ``/v1/usage``);
+    ``fast_lane`` serves the hot routes past FastAPI's routing (off only to compare)."""
     app = FastAPI(
         title="NOA",
         version=noa.__version__,
@@ -142,7 +156,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.include_router(_api_router(service))
+    api = _api_router(service)
+    app.include_router(api)
     if admin is not None:
         app.include_router(admin_router(admin))
 
@@ -167,6 +182,7 @@ def create_app(
         auth=auth,
         max_body_bytes=max_body_bytes,
         access_log=logging.getLogger(ACCESS_LOGGER) if access_log else None,
+        lanes=lanes([*api.routes, *app.routes], HOT_PATHS) if fast_lane else None,
     )
     return app
 

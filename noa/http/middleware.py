@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -73,9 +73,11 @@ class GatewayMiddleware:
         auth: Authenticator | None,
         max_body_bytes: int,
         access_log: logging.Logger | None = None,
+        lanes: Mapping[tuple[str, str], ASGIApp] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.app = app
+        self.lanes = lanes or {}
         self.auth = auth
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
@@ -111,7 +113,7 @@ class GatewayMiddleware:
     ) -> None:
         if outcome is not None:
             send = _observed(send, outcome)  # also sees the errors sent below
-        path: str = scope["path"]
+        path = route_path(scope)
         if self.auth is not None and path.startswith(PROTECTED_PREFIXES):
             auth = headers.get(b"authorization")
             api_key = headers.get(b"x-api-key")
@@ -149,12 +151,23 @@ class GatewayMiddleware:
                     raise self._too_large()
             return message
 
-        await self.app(scope, counted_receive, send_with_id)
+        target = self.lanes.get((scope["method"], path), self.app)  # see fast_lane.py
+        await target(scope, counted_receive, send_with_id)
 
     def _too_large(self) -> PayloadTooLargeError:
         return PayloadTooLargeError(
             f"Request body is larger than the limit of {self.max_body_bytes} bytes"
         )
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: without the ``root_path`` a Serve route prefix (or a proxy)
+    puts in front, so ``/prefix/v1/...`` is guarded like ``/v1/...``."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _observed(send: Send, outcome: _Outcome) -> Send:

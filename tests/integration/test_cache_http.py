@@ -211,8 +211,10 @@ def test_redis_killed_mid_test_requests_still_succeed(
         "NOA_REDIS_URL": redis_server.url,
         "NOA_DATABASE_URL": service_env("NOA_TEST_POSTGRES_DSN"),
     }
-    a, b = Gateway(env), Gateway(env)
+    gateways: list[Gateway] = []
     try:
+        a, b = Gateway(env), Gateway(env)
+        gateways += [a, b]
         before = prompt()
         assert a.chat(before).headers["x-noa-cache"] == "miss"
         assert b.chat(before).headers["x-noa-cache"] == "hit-l2"
@@ -224,6 +226,6 @@ def test_redis_killed_mid_test_requests_still_succeed(
         assert b.service.cache is not None
         assert b.service.cache.stats()["tiers"]["l2"]["errors"] >= 1
     finally:
-        redis_server.kill()
-        a.close()
-        b.close()
+        redis_server.kill()  # even when a gateway failed to start
+        for gateway in gateways:
+            gateway.close()

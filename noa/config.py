@@ -83,7 +83,7 @@ class _CloudProviderConfig(Strict):
     transport: Literal["direct", "sdk"] = Field(
         "direct",
         description=(
-            "direct: NOA's aiohttp path with the SDK client's URL and headers (fast);"
+            "direct: NOA's own HTTP/1.1 path with the SDK client's URL and headers (fast);"
             " sdk: through the official SDK client's own HTTP stack"
         ),
     )

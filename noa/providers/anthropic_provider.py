@@ -3,7 +3,7 @@
 Translation lives in ``anthropic_translate`` (pure functions). The official ``anthropic`` SDK
 client is built from the configuration either way: it defines the base URL, the auth header and
 the API version (``anthropic-version``) that NOA speaks; ``transport`` decides whether requests
-go through it or through NOA's direct aiohttp path with the same headers.
+go through it or through NOA's direct HTTP/1.1 path with the same headers.
 """
 
 from __future__ import annotations

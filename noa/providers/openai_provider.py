@@ -3,7 +3,7 @@
 The client's body is forwarded as it came (extras included) and the upstream's JSON comes back
 as it went: a gateway must not drop fields it does not know. The official ``openai`` SDK client
 is built from the configuration either way; ``transport`` decides whether requests go through
-it or through NOA's direct aiohttp path with the same URL and headers (see ``transport.py``).
+it or through NOA's direct HTTP/1.1 path with the same URL and headers (see ``transport.py``).
 """
 
 from __future__ import annotations

@@ -1,24 +1,27 @@
 """How a cloud provider's requests reach its upstream: two transports, one interface.
 
-``DirectTransport`` (the default) sends the JSON over a keep-alive aiohttp session, with the
-base URL, auth and protocol headers taken from the official SDK client built from the same
-configuration. ``SdkTransport`` sends through the SDK client itself (``client.post``), for
-deployments that want the SDK's own HTTP stack (custom ``http_client``, proxies, SDK retries).
+``DirectTransport`` (the default) sends the JSON over NOA's keep-alive HTTP/1.1 pool
+(``http1.py``), with the base URL, auth and protocol headers taken from the official SDK client
+built from the same configuration. ``SdkTransport`` sends through the SDK client itself
+(``client.post``), for deployments that want the SDK's own HTTP stack (custom ``http_client``,
+proxies, SDK retries).
 
-Why two: measured on 2 cores against a loopback upstream, one chat call costs 225 us of CPU on
-raw aiohttp, 1,205 us through the SDK's generic ``post`` (aiohttp backend) and 3,082 us through
-``chat.completions.create`` (default httpx2 backend). A gateway replica's whole Serve ingress
-costs 420 us, so the SDK's request layer alone would cap NOA below its throughput target.
+Why two: measured on 2 cores against a loopback upstream, one chat call costs about 60 us of
+CPU on ``http1.py``, 240 us on raw aiohttp, 1,205 us through the SDK's generic ``post``
+(aiohttp backend) and 3,082 us through ``chat.completions.create`` (default httpx2 backend).
+A gateway replica's whole Serve ingress costs 420 us, so the SDK's request layer alone would
+cap NOA below its throughput target.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from types import ModuleType
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-import aiohttp
 import httpx2
 import orjson
 
@@ -30,6 +33,7 @@ from noa.errors import (
     parse_retry_after,
     upstream_message,
 )
+from noa.providers import http1
 from noa.providers.base import Body
 from noa.providers.sdk_errors import translated
 from noa.wire import sse
@@ -75,47 +79,67 @@ def sdk_request_headers(client: Any) -> dict[str, str]:
 
 
 class DirectTransport:
-    """JSON and SSE over one aiohttp session per event loop (created on first use)."""
+    """JSON and SSE over NOA's own keep-alive HTTP/1.1 pool (``http1.py``), one per event loop
+    (created on first use)."""
 
     def __init__(
         self, provider: str, base_url: str, headers: Mapping[str, str], timeout_s: float
     ) -> None:
         self.provider = provider
-        self._base = base_url.rstrip("/")
-        self._headers = dict(headers)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 30))
-        # Streams may last longer than any total: bound the silence between reads instead.
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=min(timeout_s, 30), sock_read=timeout_s
-        )
-        self._session: aiohttp.ClientSession | None = None
+        parts = urlsplit(base_url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._prefix = parts.path.rstrip("/")
+        self._headers = {"Accept-Encoding": "gzip, deflate", **headers}
+        self._timeout_s = timeout_s
+        self._connect_s = min(timeout_s, 30)
+        self._pool: http1.Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heads: dict[tuple[str, str], bytes] = {}
+        self._head("POST", "/chat/completions")  # a bad URL or header fails at start-up
 
     @classmethod
     def from_sdk_client(cls, provider: str, client: Any, timeout_s: float) -> DirectTransport:
         return cls(provider, str(client.base_url), sdk_request_headers(client), timeout_s)
 
-    def _url(self, path: str) -> str:
-        return f"{self._base}/{path.lstrip('/')}"
+    def _head(self, method: str, path: str) -> bytes:
+        head = self._heads.get((method, path))
+        if head is None:
+            if self._pool is None:
+                self._pool = http1.Pool(self._origin, connect_timeout_s=self._connect_s)
+            target = f"{self._prefix}/{path.lstrip('/')}"
+            head = http1.request_head(method, target, self._pool.host_header, self._headers)
+            self._heads[(method, path)] = head
+        return head
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
-        return self._session
+    def _client(self) -> http1.Pool:
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._loop is not loop:
+            if self._pool is not None and self._loop is not None and not self._loop.is_closed():
+                self._pool.close()
+            self._pool = http1.Pool(self._origin, connect_timeout_s=self._connect_s)
+            self._loop = loop
+        return self._pool
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         name = self.provider
         try:
             yield
-        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
+        except TimeoutError as e:
             raise UpstreamTimeoutError(f"provider '{name}' timed out", provider=name) from e
-        except aiohttp.ClientError as e:
+        except (OSError, ValueError) as e:  # refused, reset, TLS, DNS, a malformed response
             raise UpstreamError(
                 f"provider '{name}' could not be reached: {e}", provider=name
             ) from e
 
-    async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
+    async def _send(self, method: str, path: str, body: bytes | None) -> http1.Response:
+        head = self._head(method, path)
+        pool = self._client()
+        if body is None:
+            return await pool.request(head + b"\r\n")
+        return await pool.request(http1.with_body(head, body), body)
+
+    async def _raise_for_status(self, response: http1.Response) -> None:
         if response.status < 400:
             return
         content = await response.read()
@@ -133,47 +157,60 @@ class DirectTransport:
 
     async def post_json(self, path: str, body: Body) -> Body:
         with self._errors():
-            async with self._client().post(
-                self._url(path), data=_dumps(body), timeout=self._timeout
-            ) as response:
-                await self._raise_for_status(response)
-                return parse_object(await response.read(), self.provider)
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._send("POST", path, _dumps(body))
+                try:
+                    await self._raise_for_status(response)
+                    content = await response.read()
+                finally:
+                    response.close()
+        return parse_object(content, self.provider)
 
     async def stream(self, path: str, body: Body) -> AsyncGenerator[str, None]:
+        # Streams may last longer than any total: bound the silence between reads instead.
         with self._errors():
-            async with self._client().post(
-                self._url(path), data=_dumps(body), timeout=self._stream_timeout
-            ) as response:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._send("POST", path, _dumps(body))
+            try:
                 await self._raise_for_status(response)
-                async with contextlib.aclosing(sse.iter_data(_lines(response))) as events:
+                chunks = response.chunks(self._timeout_s)
+                async with contextlib.aclosing(sse.iter_data(_lines(chunks))) as events:
                     async for data in events:
                         yield data
+            finally:
+                response.close()
 
     async def get_json(self, path: str) -> Body:
         with self._errors():
-            async with self._client().get(self._url(path), timeout=self._timeout) as response:
-                await self._raise_for_status(response)
-                return parse_object(await response.read(), self.provider)
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._send("GET", path, None)
+                try:
+                    await self._raise_for_status(response)
+                    content = await response.read()
+                finally:
+                    response.close()
+        return parse_object(content, self.provider)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()
 
 
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-async def _lines(response: aiohttp.ClientResponse) -> AsyncGenerator[str, None]:
-    """Lines of the body as they arrive, however long (aiohttp's own reader caps a line)."""
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
+    """Lines of the body as they arrive, however long."""
     buffer = bytearray()
-    async for chunk in response.content.iter_any():
-        searched = len(buffer)
-        buffer += chunk
-        while (end := buffer.find(b"\n", searched)) >= 0:
-            yield buffer[:end].rstrip(b"\r").decode("utf-8")
-            del buffer[: end + 1]
-            searched = 0
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        async for chunk in chunks:
+            searched = len(buffer)
+            buffer += chunk
+            while (end := buffer.find(b"\n", searched)) >= 0:
+                yield buffer[:end].rstrip(b"\r").decode("utf-8")
+                del buffer[: end + 1]
+                searched = 0
     if buffer:
         yield buffer.rstrip(b"\r").decode("utf-8")
 

@@ -34,7 +34,15 @@ class ServerThread:
         sock = socket.socket()
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            # uvicorn closes a connection idle for 5 s by default, which races a client sending
+            # its next request on it at that moment (a reset the client sees as a ReadError)
+            timeout_keep_alive=75,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
         self._thread.start()

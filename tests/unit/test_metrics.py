@@ -1,0 +1,71 @@
+"""Replica metrics: counted cheaply, summed across replicas, rendered in a format Prometheus's
+own parser reads back."""
+
+from __future__ import annotations
+
+import pickle
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from noa.metrics import LATENCY_BUCKETS, Metrics, merge, render
+
+
+def parsed(text: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            key = tuple(sorted(sample.labels.items()))
+            samples.setdefault(sample.name, {})[key] = sample.value
+    return samples
+
+
+def replica(requests: int, latency_s: float, breaker: float) -> Metrics:
+    metrics = Metrics()
+    for _ in range(requests):
+        metrics["http_requests_total"].inc(("POST", "/v1/chat/completions", "200"))
+        metrics["http_request_duration_seconds"].observe(("POST", "/v1/chat/completions"), 0.004)
+        metrics["ai_provider_latency_seconds"].observe(("openai", "gpt-x"), latency_s)
+        metrics["ai_provider_cost_total"].inc(("openai", "gpt-x"), 0.25)
+    metrics["http_errors_total"].inc(("POST", "/v1/chat/completions", "client"))
+    metrics["http_active_connections"].set((), 2)
+    metrics["noa_breaker_state"].set(("openai", "gpt-x"), breaker)
+    metrics["ai_provider_tokens_total"].inc(('odd "name"\n', "m", "input"), 7)
+    return metrics
+
+
+def test_two_replicas_add_up_in_one_scrape() -> None:
+    a, b = replica(3, 0.2, 0.0), replica(5, 3.0, 2.0)
+    # snapshots travel between processes (pickled by Ray), so they must survive the trip
+    total = merge([pickle.loads(pickle.dumps(a.snapshot())), b.snapshot()])
+    samples = parsed(render(total))
+    route = (("method", "POST"), ("path", "/v1/chat/completions"))
+    assert samples["http_requests_total"][(*route, ("status", "200"))] == 8
+    assert samples["http_errors_total"][(("error_category", "client"), *route)] == 2
+    assert samples["http_request_duration_seconds_count"][route] == 8
+    assert samples["http_active_connections"][()] == 4  # in progress on either replica
+    assert samples["noa_breaker_state"][(("provider", "openai"), ("upstream", "gpt-x"))] == 2
+    assert samples["ai_provider_cost_total"][(("model", "gpt-x"), ("provider", "openai"))] == 2.0
+    odd = (("direction", "input"), ("model", "m"), ("provider", 'odd "name"\n'))
+    assert samples["ai_provider_tokens_total"][odd] == 14  # escaped and read back intact
+
+
+def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
+    total = merge([replica(3, 0.25, 0).snapshot(), replica(5, 3.0, 0).snapshot()])
+    buckets = parsed(render(total))["ai_provider_latency_seconds_bucket"]
+    labels = (("model", "gpt-x"), ("provider", "openai"))
+
+    def at(le: str) -> float:
+        return buckets[(("le", le), *labels)]
+
+    assert at("0.1") == 0 and at("0.25") == 3  # 0.25 falls in le="0.25"
+    assert at("2.5") == 3 and at("5.0") == 8 and at("+Inf") == 8
+    assert len([k for k in buckets if ("model", "gpt-x") in k]) == len(LATENCY_BUCKETS) + 1
+    sums = parsed(render(total))["ai_provider_latency_seconds_sum"]
+    assert sums[labels] == 3 * 0.25 + 5 * 3.0
+
+
+def test_an_empty_scrape_still_declares_every_metric() -> None:
+    text = render(merge([])).decode()
+    for name in ("http_requests_total", "ai_provider_requests_total", "noa_queue_depth"):
+        assert f"# TYPE {name.removesuffix('_total')}" in text
+    assert parsed(render(merge([]))) == {}

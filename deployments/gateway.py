@@ -11,6 +11,8 @@ through ``handle.options(stream=True)``:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,12 +27,14 @@ from noa.health import readiness
 from noa.http.app import create_app
 from noa.http.render import json_response
 from noa.logs import configure_logging
+from noa.metrics import Metrics, Snapshot
 from noa.providers.base import Provider
 from noa.providers.remote import RemoteProvider
 from noa.router_remote import RemoteRouter
 from noa.service import NoaService, RouterLike
 
 Body = dict[str, Any]
+METRICS_PUSH_S = 2.0  # how stale another replica's counts may be in a scrape
 
 
 @serve.deployment
@@ -67,6 +71,22 @@ class Gateway:
         shared = ActorLimiter(limiter) if limiter is not None else None
         self.access = access.build(self._config, self._registry, shared)
         self.service = NoaService(core, self._registry, self.cache, self.access.accounting)
+        self.metrics = Metrics()
+        self._replica = str(serve.get_replica_context().replica_id)
+        self._pushing = asyncio.get_running_loop().create_task(self._push_metrics())
+
+    async def _push_metrics(self) -> None:
+        """This replica's metrics to the shared board, every couple of seconds."""
+        while True:
+            await asyncio.sleep(METRICS_PUSH_S)
+            with contextlib.suppress(Exception):
+                await self._health.report_metrics.remote(self._replica, self.metrics.snapshot())
+
+    async def _metrics_total(self) -> Snapshot:
+        snapshot: Snapshot = await self._health.metrics.remote(
+            self._replica, self.metrics.snapshot()
+        )
+        return snapshot
 
     async def __del__(self) -> None:
         """A clean shutdown: write the buffered usage, finish storing cache entries."""
@@ -81,6 +101,8 @@ class Gateway:
             admin=self.access.admin,
             max_body_bytes=self._config.server.max_body_bytes,
             access_log=self._config.server.access_log,
+            metrics=self.metrics,
+            metrics_total=self._metrics_total,
         )
 
         async def providers_health() -> Any:

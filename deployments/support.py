@@ -17,6 +17,7 @@ from noa.config import parse_config
 from noa.health import HealthMonitor
 from noa.limiter import LocalLimiter
 from noa.limits import Decision, Reserve, Take
+from noa.metrics import MetricsBoard, Snapshot
 from noa.providers.remote import RemoteProvider
 from noa.router import Router
 
@@ -136,7 +137,8 @@ class LimiterActor:
 @serve.deployment
 class HealthActor:
     """Probes every provider on an interval (no tokens spent), and holds the breaker state and
-    traffic stats every routing replica shares."""
+    traffic stats every routing replica shares, and the Gateways' metrics (one scrape, every
+    replica's totals)."""
 
     async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
         self, config: dict[str, Any], local: dict[str, DeploymentHandle]
@@ -147,6 +149,7 @@ class HealthActor:
             self._providers[name] = RemoteProvider(name, "llamacpp", handle)
         self._monitor = HealthMonitor({n: p.check for n, p in self._providers.items()})
         self._hub = BreakerHub()
+        self._metrics = MetricsBoard()
         self._interval = cfg.deployment.health_check_interval_s
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -181,3 +184,14 @@ class HealthActor:
 
     def report_traffic(self, replica: str, stats: dict[str, Any]) -> None:
         self._hub.report_traffic(replica, stats)
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def report_metrics(self, replica: str, snapshot: Snapshot) -> None:
+        self._metrics.report(replica, snapshot)
+
+    def metrics(self, replica: str | None = None, snapshot: Snapshot | None = None) -> Snapshot:
+        """Every replica's totals; the asking replica may hand in its latest first."""
+        if replica is not None and snapshot is not None:
+            self._metrics.report(replica, snapshot)
+        return self._metrics.total()

@@ -11,7 +11,8 @@ templates, provider and model names and fixed enumerations: nothing unbounded.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -118,6 +119,7 @@ SPECS = (
     Spec("noa_fallbacks_total", "counter", "Answers served by a later link of a chain", ("model",)),
     Spec("noa_queue_depth", "gauge", "Jobs waiting per queue", ("queue",)),
     Spec("noa_jobs_total", "counter", "Finished jobs by outcome", ("queue", "outcome")),
+    Spec("noa_metrics_replicas", "gauge", "Gateway replicas reporting into this scrape"),
 )
 
 
@@ -234,3 +236,42 @@ def render(snapshot: Snapshot, specs: Iterable[Spec] = SPECS) -> bytes:
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class MetricsBoard:
+    """Where replicas' snapshots meet (held by one actor): the latest of each replica, added up.
+
+    A replica that stopped reporting (gone, or restarted under a new id) keeps its counters and
+    histograms in the totals, so no total ever goes down; after ``stale_s`` its gauges stop
+    counting (its requests are no longer in progress anywhere)."""
+
+    def __init__(
+        self,
+        specs: Iterable[Spec] = SPECS,
+        stale_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.specs = tuple(specs)
+        self.stale_s = stale_s
+        self.clock = clock
+        self._latest: dict[str, tuple[float, Snapshot]] = {}
+        self._gauges = {spec.name for spec in self.specs if spec.kind == "gauge"}
+
+    def report(self, replica: str, snapshot: Snapshot) -> None:
+        self._latest[replica] = (self.clock(), snapshot)
+
+    def live(self) -> int:
+        now = self.clock()
+        return sum(1 for at, _ in self._latest.values() if now - at <= self.stale_s)
+
+    def total(self) -> Snapshot:
+        now = self.clock()
+        snapshots = []
+        for at, snapshot in self._latest.values():
+            if now - at > self.stale_s:
+                snapshot = {k: v for k, v in snapshot.items() if k not in self._gauges}
+            snapshots.append(snapshot)
+        total = merge(snapshots, self.specs)
+        if "noa_metrics_replicas" in total:
+            total["noa_metrics_replicas"] = {(): float(self.live())}
+        return total

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from noa.http.fast_lane import lanes
 from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
 from noa.http.render import NoaRoute, correlation_id, error_response, json_response, result_response
 from noa.identity import Authenticator, Principal
+from noa.metrics import CONTENT_TYPE, Metrics, Snapshot, render
 from noa.service import NoaService
 from noa.wire.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -143,12 +144,16 @@ def create_app(
     max_body_bytes: int = 10 * 1024 * 1024,
     access_log: bool = True,
     fast_lane: bool = True,
+    metrics: Metrics | None = None,
+    metrics_total: Callable[[], Awaitable[Snapshot]] | None = None,
 ) -> FastAPI:
     """The ASGI app: FastAPI routes behind NOA's middleware.
 
     ``auth`` decides who may call (built from ``master_key`` alone when not given; neither:
     open); ``admin`` adds the key, team and usage APIs (``/v1/admin/...``, ``/v1/usage``);
-    ``fast_lane`` serves the hot routes past FastAPI's routing (off only to compare)."""
+    ``fast_lane`` serves the hot routes past FastAPI's routing (off only to compare);
+    ``metrics`` counts every request, and ``GET /metrics`` shows ``metrics_total()`` (every
+    replica's totals) or, without it, this process's own."""
     app = FastAPI(
         title="NOA",
         version=noa.__version__,
@@ -165,6 +170,8 @@ def create_app(
         return json_response({"status": "ok"})
 
     app.add_api_route("/health", health, methods=["GET"], tags=["Health"], summary="Liveness")
+    if metrics is not None:
+        _metrics_route(app, metrics, metrics_total)
     _docs(app)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -183,8 +190,25 @@ def create_app(
         max_body_bytes=max_body_bytes,
         access_log=logging.getLogger(ACCESS_LOGGER) if access_log else None,
         lanes=lanes([*api.routes, *app.routes], HOT_PATHS) if fast_lane else None,
+        metrics=metrics,
     )
     return app
+
+
+def _metrics_route(
+    app: FastAPI, metrics: Metrics, total: Callable[[], Awaitable[Snapshot]] | None
+) -> None:
+    async def scrape() -> Response:
+        snapshot = await total() if total is not None else metrics.snapshot()
+        return Response(render(snapshot), media_type=CONTENT_TYPE)
+
+    app.add_api_route(
+        "/metrics",
+        scrape,
+        methods=["GET"],
+        tags=["Health"],
+        summary="Prometheus metrics: the totals of every Gateway replica",
+    )
 
 
 def _declare_bearer_auth(app: FastAPI) -> None:

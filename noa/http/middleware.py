@@ -20,6 +20,7 @@ from noa.errors import AuthenticationError, NoaError, PayloadTooLargeError
 from noa.http import context
 from noa.http.auth import credential_from_headers
 from noa.identity import Authenticator
+from noa.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,10 +75,12 @@ class GatewayMiddleware:
         max_body_bytes: int,
         access_log: logging.Logger | None = None,
         lanes: Mapping[tuple[str, str], ASGIApp] | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.app = app
         self.lanes = lanes or {}
+        self.metrics = metrics
         self.auth = auth
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
@@ -92,15 +95,25 @@ class GatewayMiddleware:
         cid = context.accept_or_new(raw_id.decode("latin-1") if raw_id else None)
         context.correlation_id_var.set(cid)
         scope.setdefault("state", {})["correlation_id"] = cid
-        if self.access_log is None or not self.access_log.isEnabledFor(logging.INFO):
+        logged = self.access_log is not None and self.access_log.isEnabledFor(logging.INFO)
+        metrics = self.metrics
+        if not logged and metrics is None:
             await self._handle(scope, receive, send, headers, cid, None)
             return
         started = self.clock()
         outcome = _Outcome()
+        if metrics is not None:
+            metrics["http_active_connections"].inc()
         try:
             await self._handle(scope, receive, send, headers, cid, outcome)
         finally:
-            _log(self.access_log, scope, cid, outcome, self.clock() - started)
+            elapsed = self.clock() - started
+            if metrics is not None:
+                metrics["http_active_connections"].inc(amount=-1)
+                _count(metrics, scope, outcome, elapsed)
+            if logged:
+                assert self.access_log is not None
+                _log(self.access_log, scope, cid, outcome, elapsed)
 
     async def _handle(
         self,
@@ -181,6 +194,24 @@ def _observed(send: Send, outcome: _Outcome) -> Send:
         await send(message)
 
     return observed
+
+
+def error_category(status: int) -> str:
+    """NOA's error categories by status: 4xx the client's, 502/504 a provider's, else ours."""
+    if status < 500:
+        return "client"
+    return "external" if status in (502, 504) else "server"
+
+
+def _count(metrics: Metrics, scope: Scope, outcome: _Outcome, elapsed: float) -> None:
+    route = scope.get("route")
+    path = getattr(route, "path", None) or "unmatched"
+    method: str = scope["method"]
+    status = outcome.status or 500
+    metrics["http_requests_total"].inc((method, path, str(status)))
+    metrics["http_request_duration_seconds"].observe((method, path), elapsed)
+    if status >= 400:
+        metrics["http_errors_total"].inc((method, path, error_category(status)))
 
 
 def _log(logger: logging.Logger, scope: Scope, cid: str, outcome: _Outcome, elapsed: float) -> None:

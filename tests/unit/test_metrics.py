@@ -7,7 +7,7 @@ import pickle
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from noa.metrics import LATENCY_BUCKETS, Metrics, merge, render
+from noa.metrics import LATENCY_BUCKETS, Metrics, MetricsBoard, merge, render
 
 
 def parsed(text: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -69,3 +69,30 @@ def test_an_empty_scrape_still_declares_every_metric() -> None:
     for name in ("http_requests_total", "ai_provider_requests_total", "noa_queue_depth"):
         assert f"# TYPE {name.removesuffix('_total')}" in text
     assert parsed(render(merge([]))) == {}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_board_keeps_a_gone_replicas_counts_but_not_its_gauges() -> None:
+    clock = Clock()
+    board = MetricsBoard(stale_s=30, clock=clock)
+    board.report("r1", replica(3, 0.1, 0).snapshot())
+    board.report("r2", replica(5, 0.1, 0).snapshot())
+    board.report("r2", replica(6, 0.1, 0).snapshot())  # cumulative: the latest replaces
+    samples = parsed(render(board.total()))
+    route = (("method", "POST"), ("path", "/v1/chat/completions"), ("status", "200"))
+    assert samples["http_requests_total"][route] == 9
+    assert samples["http_active_connections"][()] == 4
+    assert samples["noa_metrics_replicas"][()] == 2
+    clock.now += 31
+    board.report("r2", replica(7, 0.1, 0).snapshot())
+    samples = parsed(render(board.total()))
+    assert samples["http_requests_total"][route] == 10  # r1's 3 stay counted
+    assert samples["http_active_connections"][()] == 2  # only r2's in progress now
+    assert samples["noa_metrics_replicas"][()] == 1

@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from noa.http.auth import MasterKey
-from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
+from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware, error_category
 from noa.identity import Authenticator
+from noa.metrics import Metrics
 
 Message = dict[str, Any]
 
@@ -105,3 +106,29 @@ async def test_refused_requests_are_logged_too_and_logging_can_be_off(
     quiet = GatewayMiddleware(app_answering(clock), auth=None, max_body_bytes=1000, access_log=None)
     sent = await call(quiet, [])
     assert sent[0]["status"] == 200 and len(records(caplog)) == 1
+
+
+async def test_every_request_is_counted_by_route_status_and_category() -> None:
+    clock = Clock()
+    metrics = Metrics()
+    middleware = GatewayMiddleware(
+        app_answering(clock),
+        auth=Authenticator(master=MasterKey("sk-master")),
+        max_body_bytes=1000,
+        metrics=metrics,
+        clock=clock,
+    )
+    assert (await call(middleware, [(b"authorization", b"Bearer sk-master")]))[0]["status"] == 200
+    assert (await call(middleware, [(b"authorization", b"Bearer wrong")]))[0]["status"] == 401
+    snapshot = metrics.snapshot()
+    assert snapshot["http_requests_total"] == {
+        ("POST", "/v1/chat/completions", "200"): 1,
+        ("POST", "unmatched", "401"): 1,  # refused before routing
+    }
+    assert snapshot["http_errors_total"] == {("POST", "unmatched", "client"): 1}
+    duration = snapshot["http_request_duration_seconds"][("POST", "/v1/chat/completions")]
+    assert isinstance(duration, list) and duration[-2:] == [0.0, pytest.approx(0.0125)]
+    assert snapshot["http_active_connections"] == {(): 0}
+    assert [error_category(s) for s in (404, 429, 500, 502, 503, 504)] == [
+        "client", "client", "server", "external", "server", "external"
+    ]  # fmt: skip

@@ -1,0 +1,72 @@
+"""One scrape of ``/metrics`` on the deployed app shows the totals of both Gateway replicas, and
+Prometheus's own parser reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from noa.testing.serve_cluster import ServeCluster
+
+pytestmark = pytest.mark.e2e
+
+CHAT_OK = {"method": "POST", "path": "/v1/chat/completions", "status": "200"}
+CHAT_400 = {"method": "POST", "path": "/v1/chat/completions", "status": "400"}
+
+
+def scrape(cluster: ServeCluster) -> dict[str, list[tuple[dict[str, str], float]]]:
+    response = httpx.get(f"{cluster.url}/metrics", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def value(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
+) -> float:
+    return sum(v for found, v in samples.get(name, []) if labels.items() <= found.items())
+
+
+async def _traffic(cluster: ServeCluster, good: int, bad: int) -> list[int]:
+    body = {"model": "openai/gpt-e2e", "messages": [{"role": "user", "content": "count me"}]}
+    headers = {"authorization": f"Bearer {cluster.master_key}"}
+    async with httpx.AsyncClient(base_url=cluster.url, headers=headers, timeout=60) as client:
+        sent = [client.post("/v1/chat/completions", json=body) for _ in range(good)]
+        sent += [client.post("/v1/chat/completions", json={"model": 3}) for _ in range(bad)]
+        return [r.status_code for r in await asyncio.gather(*sent)]
+
+
+def test_one_scrape_counts_the_requests_of_both_replicas(cluster: ServeCluster) -> None:
+    before = scrape(cluster)
+    statuses = asyncio.run(_traffic(cluster, good=40, bad=6))
+    assert sorted(statuses) == [200] * 40 + [400] * 6
+    deadline = time.monotonic() + 30
+    while True:  # the other replica's counts arrive within its push interval
+        after = scrape(cluster)
+        ok = value(after, "http_requests_total", **CHAT_OK) - value(
+            before, "http_requests_total", **CHAT_OK
+        )
+        bad = value(after, "http_requests_total", **CHAT_400) - value(
+            before, "http_requests_total", **CHAT_400
+        )
+        if (ok, bad) == (40, 6) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (ok, bad) == (40, 6)
+    assert value(after, "noa_metrics_replicas") == 2
+    errors = value(after, "http_errors_total", error_category="client") - value(
+        before, "http_errors_total", error_category="client"
+    )
+    assert errors >= 6
+    count = value(
+        after, "http_request_duration_seconds_count", path="/v1/chat/completions"
+    ) - value(before, "http_request_duration_seconds_count", path="/v1/chat/completions")
+    assert count == 46

@@ -27,7 +27,7 @@ from noa.health import readiness
 from noa.http.app import create_app
 from noa.http.render import json_response
 from noa.logs import configure_logging
-from noa.metrics import Metrics, Snapshot
+from noa.metrics import Metrics, Snapshot, cache_series
 from noa.providers.base import Provider
 from noa.providers.remote import RemoteProvider
 from noa.router_remote import RemoteRouter
@@ -72,8 +72,18 @@ class Gateway:
         self.access = access.build(self._config, self._registry, shared)
         self.service = NoaService(core, self._registry, self.cache, self.access.accounting)
         self.metrics = Metrics()
+        self.access.accounting.metrics = self.metrics
+        gate = self.access.accounting.gate
+        self.metrics.add_source(
+            lambda: {"noa_rate_limit_rejections_total": {(r,): n for r, n in gate.refused.items()}}
+        )
+        if self.cache is not None:
+            self.metrics.add_source(self._cache_series)
         self._replica = str(serve.get_replica_context().replica_id)
         self._pushing = asyncio.get_running_loop().create_task(self._push_metrics())
+
+    def _cache_series(self) -> Snapshot:
+        return cache_series(self.cache.stats()) if self.cache is not None else {}
 
     async def _push_metrics(self) -> None:
         """This replica's metrics to the shared board, every couple of seconds."""

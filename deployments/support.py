@@ -17,7 +17,7 @@ from noa.config import parse_config
 from noa.health import HealthMonitor
 from noa.limiter import LocalLimiter
 from noa.limits import Decision, Reserve, Take
-from noa.metrics import MetricsBoard, Snapshot
+from noa.metrics import MetricsBoard, Snapshot, breaker_series
 from noa.providers.remote import RemoteProvider
 from noa.router import Router
 
@@ -194,4 +194,6 @@ class HealthActor:
         """Every replica's totals; the asking replica may hand in its latest first."""
         if replica is not None and snapshot is not None:
             self._metrics.report(replica, snapshot)
-        return self._metrics.total()
+        total = self._metrics.total()
+        total.update(breaker_series(self._hub.snapshot()["breakers"]))  # shared: the truth
+        return total

@@ -17,6 +17,7 @@ from noa.admission import Gatekeeper, Ticket
 from noa.errors import NoaError
 from noa.http import context
 from noa.identity import Principal
+from noa.metrics import Metrics
 from noa.router import Operation, PrimedStream, Routed, RouteInfo
 from noa.usage import UsageRecord, UsageRecorder
 
@@ -31,10 +32,12 @@ class Accounting:
         gate: Gatekeeper,
         usage: UsageRecorder | None = None,
         clock: Clock = time.perf_counter,
+        metrics: Metrics | None = None,
     ) -> None:
         self.gate = gate
         self.usage = usage
         self.clock = clock
+        self.metrics = metrics
 
     async def admit(
         self, principal: Principal, operation: Operation, body: Body, stream: bool
@@ -59,9 +62,14 @@ class Accounting:
         except Exception as e:  # the answer is already on its way: never fail it here
             logger.warning("could not settle a request's usage: %s", e)
             cost, prompt, completion = 0.0, 0, 0
+        now = self.clock()
+        served_by_cache = route is not None and (route.cache or "").startswith("hit")
+        if self.metrics is not None and route is not None and not served_by_cache:
+            _count(
+                self.metrics, route, status, prompt, completion, cost, now - started, ttft, started
+            )
         if self.usage is None:
             return
-        now = self.clock()
         self.usage.record(
             UsageRecord(
                 operation=operation,
@@ -138,6 +146,34 @@ class Accounting:
             await self.finish(
                 principal, operation, ticket, started, stream.info, usage, status, ttft
             )
+
+
+def _count(
+    metrics: Metrics,
+    route: RouteInfo,
+    status: int,
+    prompt: int,
+    completion: int,
+    cost: float,
+    elapsed: float,
+    ttft: float | None,
+    started: float,
+) -> None:
+    """The provider's share of the metrics (answers from the response cache are counted by the
+    cache's own series, not as provider calls)."""
+    labels = (route.provider, route.model)
+    metrics["ai_provider_requests_total"].inc((*labels, str(status)))
+    metrics["ai_provider_latency_seconds"].observe(labels, elapsed)
+    if cost:
+        metrics["ai_provider_cost_total"].inc(labels, cost)
+    if prompt:
+        metrics["ai_provider_tokens_total"].inc((*labels, "input"), prompt)
+    if completion:
+        metrics["ai_provider_tokens_total"].inc((*labels, "output"), completion)
+    if ttft is not None:
+        metrics["ai_provider_time_to_first_token_seconds"].observe(labels, ttft - started)
+    if route.fallbacks:
+        metrics["noa_fallbacks_total"].inc((route.model,))
 
 
 def _with_limits(info: RouteInfo, ticket: Ticket | None) -> RouteInfo:

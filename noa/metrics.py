@@ -14,7 +14,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -149,16 +149,50 @@ class Metric:
 
 
 class Metrics:
-    """One replica's metrics, by name (``metrics["http_requests_total"].inc(...)``)."""
+    """One replica's metrics, by name (``metrics["http_requests_total"].inc(...)``), plus
+    sources: parts that keep their own cumulative counts (the cache's per-tier stats, the
+    limiter's refusals, breaker states) and are read only when a snapshot is taken."""
 
     def __init__(self, specs: Iterable[Spec] = SPECS) -> None:
-        self._metrics = {spec.name: Metric(spec) for spec in specs}
+        self.specs = tuple(specs)
+        self._metrics = {spec.name: Metric(spec) for spec in self.specs}
+        self._sources: list[Callable[[], Snapshot]] = []
 
     def __getitem__(self, name: str) -> Metric:
         return self._metrics[name]
 
+    def add_source(self, source: Callable[[], Snapshot]) -> None:
+        self._sources.append(source)
+
     def snapshot(self) -> Snapshot:
-        return {name: metric.snapshot() for name, metric in self._metrics.items()}
+        own = {name: metric.snapshot() for name, metric in self._metrics.items()}
+        if not self._sources:
+            return own
+        return merge([own, *(source() for source in self._sources)], self.specs)
+
+
+CACHE_OUTCOMES = {"hits": "hit", "misses": "miss", "errors": "error", "skipped": "skipped"}
+
+
+def cache_series(stats: dict[str, Any]) -> Snapshot:
+    """``ResponseCache.stats()`` as ``noa_cache_lookups_total`` series."""
+    series: dict[Labels, float | list[float]] = {}
+    for tier, counts in stats.get("tiers", {}).items():
+        for field_name, outcome in CACHE_OUTCOMES.items():
+            series[(tier, outcome)] = float(counts[field_name])
+    return {"noa_cache_lookups_total": series}
+
+
+BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+def breaker_series(snapshot: dict[str, dict[str, Any]]) -> Snapshot:
+    """``BreakerBoard.snapshot()`` (keys ``provider/upstream``) as ``noa_breaker_state``."""
+    series: dict[Labels, float | list[float]] = {}
+    for key, breaker in snapshot.items():
+        provider, _, upstream = key.partition("/")
+        series[(provider, upstream)] = BREAKER_STATES.get(str(breaker.get("state")), 0.0)
+    return {"noa_breaker_state": series}
 
 
 def merge(snapshots: Iterable[Snapshot], specs: Iterable[Spec] = SPECS) -> Snapshot:

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from noa.accounting import Accounting
 from noa.admission import Gatekeeper, duration, period_bounds
 from noa.config import JwtConfig, parse_config
 from noa.errors import AuthenticationError, PermissionDeniedError, RateLimitError
@@ -19,6 +20,7 @@ from noa.http.auth import MasterKey
 from noa.identity import MASTER, Authenticator, JwtVerifier, Principal
 from noa.keys import Limits
 from noa.limiter import LocalLimiter
+from noa.metrics import Metrics
 from noa.registry import ModelRegistry, ProviderInfo
 from noa.router import RouteInfo
 
@@ -293,3 +295,30 @@ async def test_a_busy_key_is_read_once_and_refreshed_in_the_background() -> None
     assert store.reads == 2
     with pytest.raises(AuthenticationError, match="revoked"):
         await auth.authenticate("sk-noa-secret")
+
+
+async def test_settled_answers_feed_the_provider_metrics_but_cache_hits_do_not() -> None:
+    clock = Clock()
+    metrics = Metrics()
+    accounting = Accounting(keeper(clock), clock=clock, metrics=metrics)
+    principal = key(limits=Limits(tpm=10_000))
+    usage = {"prompt_tokens": 100, "completion_tokens": 50}
+    ticket = await accounting.admit(principal, "chat", body(), False)
+    started = clock.now
+    clock.now += 0.25
+    await accounting.finish(
+        principal, "chat", ticket, started, RouteInfo("gpt", "openai", "cheap", 2, 1), usage, 200
+    )
+    hit = RouteInfo("gpt", "openai", "cheap", 0, 0, cache="hit-l2")
+    await accounting.finish(principal, "chat", None, started, hit, usage, 200)
+    await accounting.failed(principal, "chat", None, started, RateLimitError("no"))
+    snapshot = metrics.snapshot()
+    assert snapshot["ai_provider_requests_total"] == {("openai", "gpt", "200"): 1}
+    assert snapshot["ai_provider_tokens_total"] == {
+        ("openai", "gpt", "input"): 100,
+        ("openai", "gpt", "output"): 50,
+    }
+    assert snapshot["ai_provider_cost_total"] == {("openai", "gpt"): pytest.approx(200 / 1e6)}
+    latency = snapshot["ai_provider_latency_seconds"][("openai", "gpt")]
+    assert isinstance(latency, list) and latency[-1] == pytest.approx(0.25)
+    assert snapshot["noa_fallbacks_total"] == {("gpt",): 1}

@@ -7,7 +7,15 @@ import pickle
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from noa.metrics import LATENCY_BUCKETS, Metrics, MetricsBoard, merge, render
+from noa.metrics import (
+    LATENCY_BUCKETS,
+    Metrics,
+    MetricsBoard,
+    breaker_series,
+    cache_series,
+    merge,
+    render,
+)
 
 
 def parsed(text: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -96,3 +104,24 @@ def test_the_board_keeps_a_gone_replicas_counts_but_not_its_gauges() -> None:
     assert samples["http_requests_total"][route] == 10  # r1's 3 stay counted
     assert samples["http_active_connections"][()] == 2  # only r2's in progress now
     assert samples["noa_metrics_replicas"][()] == 1
+
+
+def test_cache_stats_and_breaker_states_as_series() -> None:
+    stats = {"tiers": {"l1": {"hits": 3, "misses": 1, "errors": 0, "skipped": 0, "down": False}}}
+    assert cache_series(stats)["noa_cache_lookups_total"] == {
+        ("l1", "hit"): 3.0,
+        ("l1", "miss"): 1.0,
+        ("l1", "error"): 0.0,
+        ("l1", "skipped"): 0.0,
+    }
+    breakers = {"openai/gpt-x": {"state": "open"}, "local/s": {"state": "half_open"}}
+    assert breaker_series(breakers)["noa_breaker_state"] == {
+        ("openai", "gpt-x"): 2.0,
+        ("local", "s"): 1.0,
+    }
+    metrics = Metrics()
+    metrics.add_source(lambda: cache_series(stats))
+    metrics["http_active_connections"].inc()
+    snapshot = metrics.snapshot()
+    assert snapshot["noa_cache_lookups_total"][("l1", "hit")] == 3.0
+    assert snapshot["http_active_connections"] == {(): 1.0}

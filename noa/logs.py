@@ -10,12 +10,18 @@ from typing import Any
 import orjson
 
 from noa.http import context
+from noa.pii import mask
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
+# Fields NOA itself fills with identifiers, never with what a caller typed: not scanned.
+_SAFE = {"correlation_id", "method", "route", "provider", "model", "cache", "attempts", "event"}
+
+
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "message", "correlation_id", ...extra fields}``."""
+    """``{"ts", "level", "logger", "message", "correlation_id", ...extra fields}``; every
+    free-text field goes through ``noa.pii.mask``."""
 
     def format(self, record: logging.LogRecord) -> str:
         body: dict[str, Any] = {
@@ -23,7 +29,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask(record.getMessage()),
         }
         cid = getattr(record, "correlation_id", None) or context.current()
         if cid:
@@ -31,9 +37,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             # fields starting with "_" are other libraries' internals (Ray's ``_ray_timestamp_ns``)
             if key not in _STANDARD and key not in body and not key.startswith("_"):
-                body[key] = value
+                body[key] = mask(value) if isinstance(value, str) and key not in _SAFE else value
         if record.exc_info:
-            body["exception"] = self.formatException(record.exc_info)
+            body["exception"] = mask(self.formatException(record.exc_info))
         return orjson.dumps(body, default=str).decode()
 
 

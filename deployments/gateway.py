@@ -20,9 +20,11 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+import noa
 from deployments.support import ActorLimiter, ActorTier, link_to_health
 from noa import access, assembly
 from noa.config import parse_config
+from noa.dependencies import DependencyChecks
 from noa.health import readiness
 from noa.http.app import create_app
 from noa.http.render import json_response
@@ -71,6 +73,7 @@ class Gateway:
         shared = ActorLimiter(limiter) if limiter is not None else None
         self.access = access.build(self._config, self._registry, shared)
         self.service = NoaService(core, self._registry, self.cache, self.access.accounting)
+        self._dependencies = DependencyChecks(self.access.db, self._config.redis.url())
         self.metrics = Metrics()
         self.access.accounting.metrics = self.metrics
         gate = self.access.accounting.gate
@@ -120,7 +123,31 @@ class Gateway:
 
         async def ready() -> Any:
             is_ready, body = readiness(self._registry, await self._health.snapshot.remote())
-            return json_response(body, 200 if is_ready else 503)
+            body["dependencies"] = await self._dependencies.check()
+            up = all(d["status"] == "ok" for d in body["dependencies"].values())
+            if not up:
+                body["status"] = "not_ready"
+            return json_response(body, 200 if is_ready and up else 503)
+
+        async def status() -> Any:
+            shared = await self._health.snapshot.remote()
+            d = self._config.deployment
+            return json_response(
+                {
+                    "version": noa.__version__,
+                    "replica": self._replica,
+                    "deployments": {
+                        "gateway": d.gateway.model_dump(mode="json"),
+                        "router": d.router.model_dump(mode="json"),
+                        "llamacpp": d.llamacpp.model_dump(mode="json"),
+                        "hot_path": d.hot_path,
+                    },
+                    "models": [m["id"] for m in self.service.list_models()["data"]],
+                    "providers": shared.get("providers", {}),
+                    "breakers": shared.get("breakers", {}),
+                    "dependencies": await self._dependencies.check(),
+                }
+            )
 
         async def cache_stats() -> Any:
             return json_response(self.cache_stats())
@@ -140,11 +167,19 @@ class Gateway:
             summary="Latest active probe, shared breakers and traffic of each provider",
         )
         app.add_api_route(
+            "/status",
+            status,
+            methods=["GET"],
+            tags=["Health"],
+            summary="Version, deployments, replicas, models, providers and breaker states",
+        )
+        app.add_api_route(
             "/health/ready",
             ready,
             methods=["GET"],
             tags=["Health"],
-            summary="Ready when every model has a provider that can answer (503 otherwise)",
+            summary="Ready when the database (and Redis, when configured) answers and every model"
+            " has a provider that can answer (503 with the failing checks otherwise)",
         )
         return app
 

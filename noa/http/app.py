@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import platform
+import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import psutil
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -170,6 +173,7 @@ def create_app(
         return json_response({"status": "ok"})
 
     app.add_api_route("/health", health, methods=["GET"], tags=["Health"], summary="Liveness")
+    _process_probes(app)
     if metrics is not None:
         _metrics_route(app, metrics, metrics_total)
     _docs(app)
@@ -193,6 +197,40 @@ def create_app(
         metrics=metrics,
     )
     return app
+
+
+def _process_probes(app: FastAPI) -> None:
+    """Liveness, start-up and this process's own vitals: cheap, and never call a model."""
+    started = time.time()
+    process = psutil.Process()
+    process.cpu_percent()  # the first reading is meaningless: prime it
+
+    async def live() -> Response:
+        return json_response({"status": "ok"})
+
+    async def startup() -> Response:
+        return json_response({"status": "started", "started_at": started})
+
+    async def detailed() -> Response:
+        with process.oneshot():
+            memory = process.memory_info()
+            body = {
+                "status": "ok",
+                "version": noa.__version__,
+                "uptime_s": round(time.time() - started, 3),
+                "pid": process.pid,
+                "memory": {"rss_bytes": memory.rss, "vms_bytes": memory.vms},
+                "cpu": {"percent": process.cpu_percent(), "threads": process.num_threads()},
+                "python": platform.python_version(),
+            }
+        return json_response(body)
+
+    for path, handler, summary in (
+        ("/health/live", live, "Liveness (the process answers)"),
+        ("/health/startup", startup, "Start-up finished (this replica serves)"),
+        ("/health/detailed", detailed, "This replica's uptime, memory and CPU"),
+    ):
+        app.add_api_route(path, handler, methods=["GET"], tags=["Health"], summary=summary)
 
 
 def _metrics_route(

@@ -102,7 +102,12 @@ class Gateway:
         return snapshot
 
     async def __del__(self) -> None:
-        """A clean shutdown: write the buffered usage, finish storing cache entries."""
+        """A clean shutdown: write the buffered usage, finish storing cache entries, hand in
+        the last counts."""
+        self._pushing.cancel()
+        with contextlib.suppress(Exception):
+            await self._health.report_metrics.remote(self._replica, self.metrics.snapshot())
+        await self._dependencies.aclose()
         await self.access.aclose()
         if self.cache is not None:
             await self.cache.aclose()

@@ -127,7 +127,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: Response | None = None
-        self.header_name = b""
         self.closed = False
         self.idle_since = 0.0
         self.used = False

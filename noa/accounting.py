@@ -68,6 +68,9 @@ class Accounting:
             _count(
                 self.metrics, route, status, prompt, completion, cost, now - started, ttft, started
             )
+            if route.upstream_s is not None:  # JSON answers: the rest is the gateway's own time
+                overhead = max(0.0, now - started - route.upstream_s)
+                self.metrics["noa_gateway_overhead_seconds"].observe((operation,), overhead)
         if self.usage is None:
             return
         self.usage.record(

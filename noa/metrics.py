@@ -93,8 +93,9 @@ SPECS = (
     Spec(
         "noa_gateway_overhead_seconds",
         "histogram",
-        "Time of a request not spent waiting on a provider",
-        ("path",),
+        "Time of a JSON answer not spent waiting on a provider (admission, routing, cache,"
+        " accounting; the HTTP layer around them is in http_request_duration_seconds)",
+        ("operation",),
         OVERHEAD_BUCKETS,
     ),
     Spec(

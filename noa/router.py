@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from noa.breaker import BreakerBoard
@@ -52,6 +52,7 @@ class RouteInfo:
     fallbacks: int = 0
     cache: str | None = None  # hit-l1 | hit-l2 | hit-l3 | miss | bypass; None: no cache
     limits: dict[str, str] | None = None  # x-ratelimit-* of the caller's limits
+    upstream_s: float | None = None  # JSON answers: time spent waiting on providers
 
     @classmethod
     def of(cls, candidate: Candidate, attempts: int = 1, fallbacks: int = 0) -> RouteInfo:
@@ -391,10 +392,17 @@ class Router:
     async def _call(self, op: Operation, method: str, request: Body) -> Routed:
         plan = self._plan(request, op, stream=False)
 
+        upstream_s = 0.0  # time spent waiting on providers, failed attempts included
+
         async def attempt(
             provider: Provider, candidate: Candidate, lease: _Lease, remaining: float
         ) -> Body:
-            body: Body = await getattr(provider, method)(request, candidate.upstream)
+            nonlocal upstream_s
+            began = self._clock()
+            try:
+                body: Body = await getattr(provider, method)(request, candidate.upstream)
+            finally:
+                upstream_s += self._clock() - began
             lease.close(ok=True, body=body)
             return body
 
@@ -402,7 +410,8 @@ class Router:
         model = self._model_for(candidate)
         if model is not None:
             body["model"] = model
-        return Routed(body, RouteInfo.of(candidate, attempts, fallbacks))
+        info = RouteInfo.of(candidate, attempts, fallbacks)
+        return Routed(body, replace(info, upstream_s=upstream_s))
 
     async def _open(self, op: Operation, method: str, request: Body) -> PrimedStream:
         plan = self._plan(request, op, stream=True)

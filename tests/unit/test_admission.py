@@ -306,9 +306,8 @@ async def test_settled_answers_feed_the_provider_metrics_but_cache_hits_do_not()
     ticket = await accounting.admit(principal, "chat", body(), False)
     started = clock.now
     clock.now += 0.25
-    await accounting.finish(
-        principal, "chat", ticket, started, RouteInfo("gpt", "openai", "cheap", 2, 1), usage, 200
-    )
+    answered = RouteInfo("gpt", "openai", "cheap", 2, 1, upstream_s=0.2)
+    await accounting.finish(principal, "chat", ticket, started, answered, usage, 200)
     hit = RouteInfo("gpt", "openai", "cheap", 0, 0, cache="hit-l2")
     await accounting.finish(principal, "chat", None, started, hit, usage, 200)
     await accounting.failed(principal, "chat", None, started, RateLimitError("no"))
@@ -322,3 +321,5 @@ async def test_settled_answers_feed_the_provider_metrics_but_cache_hits_do_not()
     latency = snapshot["ai_provider_latency_seconds"][("openai", "gpt")]
     assert isinstance(latency, list) and latency[-1] == pytest.approx(0.25)
     assert snapshot["noa_fallbacks_total"] == {("gpt",): 1}
+    overhead = snapshot["noa_gateway_overhead_seconds"][("chat",)]
+    assert isinstance(overhead, list) and overhead[-1] == pytest.approx(0.05)  # 0.25 - 0.2

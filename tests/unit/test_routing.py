@@ -165,6 +165,7 @@ async def test_falls_back_after_retrying_with_backoff() -> None:
         1,
     )
     assert info.headers()["x-noa-attempts"] == "4"
+    assert info.upstream_s == 0.0  # the backoff sleeps were the gateway's time, not upstream
 
 
 async def test_backoff_is_capped() -> None:

@@ -95,6 +95,10 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self._health.report_metrics.remote(self._replica, self.metrics.snapshot())
 
+    async def _providers_health(self) -> dict[str, Any]:
+        snapshot: dict[str, Any] = await self._health.snapshot.remote()
+        return snapshot.get("providers", {})
+
     async def _metrics_total(self) -> Snapshot:
         snapshot: Snapshot = await self._health.metrics.remote(
             self._replica, self.metrics.snapshot()
@@ -121,6 +125,7 @@ class Gateway:
             access_log=self._config.server.access_log,
             metrics=self.metrics,
             metrics_total=self._metrics_total,
+            providers_health=self._providers_health,
         )
 
         async def providers_health() -> Any:

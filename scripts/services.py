@@ -31,6 +31,7 @@ APT_PACKAGES = {
     "redis-server": "redis-server",
     "rabbitmq-server": "rabbitmq-server",
     PG_BIN / "postgres": "postgresql-15",
+    "chromium": "chromium",  # the dashboard's browser test (Playwright drives it)
 }
 # The Debian wrappers in /usr/sbin switch to the rabbitmq user (another HOME, another Erlang
 # cookie); the scripts under /usr/lib/rabbitmq/bin run as we are, with our HOME's cookie.

@@ -19,8 +19,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import noa
+from noa.errors import PermissionDeniedError
 from noa.http.admin import Admin, admin_router
 from noa.http.auth import MasterKey
+from noa.http.dashboard import PAGE
+from noa.http.dashboard_data import summarize
 from noa.http.disconnect import unless_disconnected
 from noa.http.fast_lane import lanes
 from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
@@ -149,6 +152,7 @@ def create_app(
     fast_lane: bool = True,
     metrics: Metrics | None = None,
     metrics_total: Callable[[], Awaitable[Snapshot]] | None = None,
+    providers_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> FastAPI:
     """The ASGI app: FastAPI routes behind NOA's middleware.
 
@@ -156,7 +160,8 @@ def create_app(
     open); ``admin`` adds the key, team and usage APIs (``/v1/admin/...``, ``/v1/usage``);
     ``fast_lane`` serves the hot routes past FastAPI's routing (off only to compare);
     ``metrics`` counts every request, and ``GET /metrics`` shows ``metrics_total()`` (every
-    replica's totals) or, without it, this process's own."""
+    replica's totals) or, without it, this process's own; ``/dashboard`` shows them live, with
+    ``providers_health()`` (the latest probes) when given."""
     app = FastAPI(
         title="NOA",
         version=noa.__version__,
@@ -175,7 +180,7 @@ def create_app(
     app.add_api_route("/health", health, methods=["GET"], tags=["Health"], summary="Liveness")
     _process_probes(app)
     if metrics is not None:
-        _metrics_route(app, metrics, metrics_total)
+        _metrics_routes(app, metrics, metrics_total, providers_health)
     _docs(app)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -233,12 +238,32 @@ def _process_probes(app: FastAPI) -> None:
         app.add_api_route(path, handler, methods=["GET"], tags=["Health"], summary=summary)
 
 
-def _metrics_route(
-    app: FastAPI, metrics: Metrics, total: Callable[[], Awaitable[Snapshot]] | None
+def _metrics_routes(
+    app: FastAPI,
+    metrics: Metrics,
+    total: Callable[[], Awaitable[Snapshot]] | None,
+    providers: Callable[[], Awaitable[dict[str, Any]]] | None,
 ) -> None:
+    """``/metrics`` (Prometheus), ``/dashboard`` (the page) and ``/v1/dashboard`` (its data)."""
+
+    async def snapshot() -> Snapshot:
+        return await total() if total is not None else metrics.snapshot()
+
     async def scrape() -> Response:
-        snapshot = await total() if total is not None else metrics.snapshot()
-        return Response(render(snapshot), media_type=CONTENT_TYPE)
+        return Response(render(await snapshot()), media_type=CONTENT_TYPE)
+
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE, headers={"cache-control": "no-store"})
+
+    async def data(request: Request) -> Response:
+        principal = request.scope.get("state", {}).get("principal")
+        if principal is not None and not principal.admin:
+            raise PermissionDeniedError(
+                "The dashboard needs the master key or a key with the admin scope",
+                code="admin_required",
+            )
+        health = await providers() if providers is not None else {}
+        return json_response(summarize(await snapshot(), health))
 
     app.add_api_route(
         "/metrics",
@@ -246,6 +271,10 @@ def _metrics_route(
         methods=["GET"],
         tags=["Health"],
         summary="Prometheus metrics: the totals of every Gateway replica",
+    )
+    app.add_api_route("/dashboard", page, methods=["GET"], include_in_schema=False)
+    app.router.routes.append(
+        NoaRoute("/v1/dashboard", data, methods=["GET"], tags=["Health"], summary="Dashboard data")
     )
 
 

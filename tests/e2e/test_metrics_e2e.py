@@ -83,3 +83,17 @@ def test_status_and_readiness_report_the_deployment(cluster: ServeCluster) -> No
     assert ready.status_code in (200, 503)  # 503 only when a provider is down; said why
     for path in ("/health/live", "/health/startup", "/health/detailed"):
         assert httpx.get(f"{cluster.url}{path}", timeout=30).status_code == 200
+
+
+def test_the_dashboard_data_covers_both_replicas_and_needs_an_admin(
+    cluster: ServeCluster,
+) -> None:
+    assert httpx.get(f"{cluster.url}/dashboard", timeout=30).text.startswith("<!doctype html>")
+    assert httpx.get(f"{cluster.url}/v1/dashboard", timeout=30).status_code == 401
+    data = httpx.get(
+        f"{cluster.url}/v1/dashboard",
+        headers={"authorization": f"Bearer {cluster.master_key}"},
+        timeout=30,
+    ).json()
+    assert data["replicas"] == 2 and data["requests_total"] > 0
+    assert "openai" in data["providers"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from noa.http.dashboard_data import quantile, summarize
 from noa.metrics import (
     LATENCY_BUCKETS,
     Metrics,
@@ -125,3 +127,30 @@ def test_cache_stats_and_breaker_states_as_series() -> None:
     snapshot = metrics.snapshot()
     assert snapshot["noa_cache_lookups_total"][("l1", "hit")] == 3.0
     assert snapshot["http_active_connections"] == {(): 1.0}
+
+
+def test_dashboard_summary_quantiles_rates_and_models() -> None:
+    bounds = (0.1, 0.2, 0.4)
+    assert quantile(0.5, [0, 10, 0, 0, 1.5], bounds) == pytest.approx(0.15)  # inside (0.1, 0.2]
+    assert quantile(0.99, [0, 0, 0, 4, 9.0], bounds) == 0.4  # in +Inf: the last finite bound
+    assert quantile(0.5, [0, 0, 0, 0, 0], bounds) is None
+    metrics = replica(4, 0.2, 2.0)
+    metrics["http_requests_total"].inc(("POST", "/v1/chat/completions", "429"))
+    metrics["ai_provider_requests_total"].inc(("openai", "gpt-x", "200"), 3)
+    metrics.add_source(
+        lambda: cache_series({"tiers": {"l1": {"hits": 1, "misses": 3, "errors": 0, "skipped": 0}}})
+    )
+    summary = summarize(merge([metrics.snapshot()]), {"openai": {"status": "ok", "latency_ms": 3}})
+    assert summary["requests_total"] == 5 and summary["errors_total"] == 1
+    assert summary["error_rate"] == pytest.approx(0.2)
+    assert summary["cache"] == {"hits": 1.0, "lookups": 4.0, "hit_rate": 0.25}
+    assert summary["breakers"] == {"openai/gpt-x": "open"}
+    assert summary["models"][0] | {"cost_usd": 1.0} == {
+        "model": "gpt-x",
+        "provider": "openai",
+        "requests": 3.0,
+        "errors": 0,
+        "cost_usd": 1.0,
+    }
+    assert summary["latency"]["p50_ms"] is not None
+    assert summary["providers"] == {"openai": {"status": "ok", "latency_ms": 3}}

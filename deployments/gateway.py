@@ -22,7 +22,7 @@ from ray.serve.handle import DeploymentHandle
 
 import noa
 from deployments.support import ActorLimiter, ActorTier, link_to_health
-from noa import access, assembly
+from noa import access, assembly, tracing
 from noa.config import parse_config
 from noa.dependencies import DependencyChecks
 from noa.health import readiness
@@ -52,6 +52,7 @@ class Gateway:
         limiter: DeploymentHandle | None = None,
     ) -> None:
         configure_logging()
+        self.tracing = tracing.from_environment()  # off unless an OTLP endpoint is configured
         self._config = parse_config(config)
         self._health = health
         self._registry = assembly.registry(self._config)
@@ -63,7 +64,7 @@ class Gateway:
             for name, handle in local.items():
                 providers[name] = RemoteProvider(name, "llamacpp", handle, multiplexed=True)
             share = assembly.quota_share(self._config)
-            inline = assembly.router(self._config, providers, share=share)
+            inline = assembly.router(self._config, providers, share=share, tracing=self.tracing)
             replica = str(serve.get_replica_context().replica_id)
             self._link = link_to_health(inline, health, replica)
             core = inline
@@ -72,7 +73,9 @@ class Gateway:
         self.cache = assembly.response_cache(self._config, self._registry, ActorTier(cache))
         shared = ActorLimiter(limiter) if limiter is not None else None
         self.access = access.build(self._config, self._registry, shared)
-        self.service = NoaService(core, self._registry, self.cache, self.access.accounting)
+        self.service = NoaService(
+            core, self._registry, self.cache, self.access.accounting, tracing=self.tracing
+        )
         self._dependencies = DependencyChecks(self.access.db, self._config.redis.url())
         self.metrics = Metrics()
         self.access.accounting.metrics = self.metrics
@@ -126,6 +129,7 @@ class Gateway:
             metrics=self.metrics,
             metrics_total=self._metrics_total,
             providers_health=self._providers_health,
+            tracing=self.tracing,
         )
 
         async def providers_health() -> Any:

@@ -39,6 +39,7 @@ from noa.registry import ModelRegistry, ProviderInfo
 from noa.response_cache import ResponseCache
 from noa.router import Router
 from noa.service import NoaService
+from noa.tracing import Tracing
 
 Environ = Mapping[str, str]
 
@@ -127,6 +128,7 @@ def router(
     *,
     share: float = 1.0,
     breakers: BreakerBoard | None = None,
+    tracing: Tracing | None = None,
 ) -> Router:
     """A router over ``providers``; llama.cpp answers are reported under NOA's model ids."""
     return Router(
@@ -136,6 +138,7 @@ def router(
         routing=config.routing,
         quotas=quotas(config, share),
         breakers=breakers,
+        tracing=tracing,
     )
 
 

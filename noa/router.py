@@ -33,61 +33,14 @@ from noa.errors import (
 from noa.providers.base import Body, Provider
 from noa.quota import ProviderQuota, Ticket, estimate_tokens, used_tokens
 from noa.registry import Candidate, ModelRegistry, Plan
+from noa.route_info import Routed, RouteInfo  # re-exported: what a route reports
 from noa.selection import CandidateStats, StatsBoard, order
+from noa.tracing import Tracing, record_error
 
 Operation = Literal["chat", "completions", "embeddings"]
 Clock = Callable[[], float]
 T = TypeVar("T")
 logger = logging.getLogger("noa.router")
-
-
-@dataclass(frozen=True, slots=True)
-class RouteInfo:
-    """What the gateway reports in ``x-noa-*`` headers (picklable: crosses handles)."""
-
-    model: str
-    provider: str
-    upstream: str
-    attempts: int = 1
-    fallbacks: int = 0
-    cache: str | None = None  # hit-l1 | hit-l2 | hit-l3 | miss | bypass; None: no cache
-    limits: dict[str, str] | None = None  # x-ratelimit-* of the caller's limits
-    upstream_s: float | None = None  # JSON answers: time spent waiting on providers
-
-    @classmethod
-    def of(cls, candidate: Candidate, attempts: int = 1, fallbacks: int = 0) -> RouteInfo:
-        return cls(candidate.model_id, candidate.provider, candidate.upstream, attempts, fallbacks)
-
-    def headers(self) -> dict[str, str]:
-        headers = {
-            "x-noa-provider": self.provider,
-            "x-noa-model": self.model,
-            "x-noa-attempts": str(self.attempts),
-            "x-noa-fallbacks": str(self.fallbacks),
-        }
-        if self.cache is not None:
-            headers["x-noa-cache"] = self.cache
-        if self.limits:
-            headers.update(self.limits)
-        return headers
-
-    def metadata(self) -> dict[str, Any]:
-        """The same facts for Python callers (the ``noa`` field of handle results)."""
-        return {
-            "provider": self.provider,
-            "model": self.model,
-            "upstream": self.upstream,
-            "attempts": self.attempts,
-            "fallbacks": self.fallbacks,
-            "cache": self.cache,
-            "rate_limits": self.limits,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Routed:
-    body: Body
-    info: RouteInfo
 
 
 @dataclass(slots=True)
@@ -224,8 +177,10 @@ class Router:
         clock: Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        tracing: Tracing | None = None,
     ) -> None:
         self.registry = registry
+        self.tracing = tracing or Tracing()
         self._providers = dict(providers)
         # Providers whose answers name a file rather than a model (llama.cpp) report NOA's id.
         self._rename = rename_models
@@ -303,9 +258,15 @@ class Router:
                     reasons.append(f"{candidate.key}: {skip}")
                     break
                 attempts += 1
+                where = {"noa.provider": candidate.provider, "noa.upstream": candidate.upstream}
                 try:
-                    async with asyncio.timeout(remaining):
-                        result = await attempt(provider, candidate, lease, remaining)
+                    with self.tracing.span("noa.provider", **where) as span:
+                        try:
+                            async with asyncio.timeout(remaining):
+                                result = await attempt(provider, candidate, lease, remaining)
+                        except BaseException as e:
+                            record_error(span, e)
+                            raise
                 except TimeoutError:
                     lease.close(ok=False)
                     reasons.append(f"{candidate.key}: no answer within the deadline")

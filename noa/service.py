@@ -18,6 +18,7 @@ from noa.identity import MASTER, Principal
 from noa.registry import ModelRegistry
 from noa.response_cache import BODY_FIELD, Policy, ResponseCache, requested_policy
 from noa.router import Operation, PrimedStream, Routed
+from noa.tracing import Tracing, record_error
 from noa.wire.requests import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -102,11 +103,13 @@ class NoaService:
         registry: ModelRegistry,
         cache: ResponseCache | None = None,
         accounting: Accounting | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.router = router
         self.registry = registry
         self.cache = cache
         self.accounting = accounting
+        self.tracing = tracing or Tracing()
 
     async def _cached(
         self,
@@ -134,6 +137,35 @@ class NoaService:
         asked: str | None,
         principal: Principal | None,
     ) -> Routed | PrimedStream:
+        if not self.tracing.enabled:
+            return await self._settled(operation, body, stream, call, asked, principal)
+        what = {
+            "noa.operation": operation,
+            "noa.model": str(body.get("model")),
+            "noa.stream": stream,
+        }
+        with self.tracing.span("noa.route", **what) as span:
+            try:
+                result = await self._settled(operation, body, stream, call, asked, principal)
+            except BaseException as e:
+                record_error(span, e)
+                raise
+            if span is not None:
+                for key, value in result.info.metadata().items():
+                    if isinstance(value, str | int):
+                        span.set_attribute(f"noa.{key}", value)
+            return result
+
+    async def _settled(
+        self,
+        operation: Operation,
+        body: Body,
+        stream: bool,
+        call: Callable[[Body], Awaitable[Routed | PrimedStream]],
+        asked: str | None,
+        principal: Principal | None,
+    ) -> Routed | PrimedStream:
+        """Admission, the (cached) answer, and its accounting."""
         principal = principal or MASTER
         policy = requested_policy(asked, body)  # a bad one is a 400 before anything is spent
         body.pop(BODY_FIELD, None)  # NOA's own field: never sent upstream

@@ -31,6 +31,7 @@ from noa.http.render import NoaRoute, correlation_id, error_response, json_respo
 from noa.identity import Authenticator, Principal
 from noa.metrics import CONTENT_TYPE, Metrics, Snapshot, render
 from noa.service import NoaService
+from noa.tracing import Tracing
 from noa.wire.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 DOCS_ASSETS = "/_noa/docs-assets"
@@ -153,6 +154,7 @@ def create_app(
     metrics: Metrics | None = None,
     metrics_total: Callable[[], Awaitable[Snapshot]] | None = None,
     providers_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """The ASGI app: FastAPI routes behind NOA's middleware.
 
@@ -161,7 +163,8 @@ def create_app(
     ``fast_lane`` serves the hot routes past FastAPI's routing (off only to compare);
     ``metrics`` counts every request, and ``GET /metrics`` shows ``metrics_total()`` (every
     replica's totals) or, without it, this process's own; ``/dashboard`` shows them live, with
-    ``providers_health()`` (the latest probes) when given."""
+    ``providers_health()`` (the latest probes) when given; ``tracing`` starts each request's
+    root span."""
     app = FastAPI(
         title="NOA",
         version=noa.__version__,
@@ -200,6 +203,7 @@ def create_app(
         access_log=logging.getLogger(ACCESS_LOGGER) if access_log else None,
         lanes=lanes([*api.routes, *app.routes], HOT_PATHS) if fast_lane else None,
         metrics=metrics,
+        tracing=tracing,
     )
     return app
 

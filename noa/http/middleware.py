@@ -15,12 +15,14 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
+from opentelemetry.trace import Status, StatusCode
 
 from noa.errors import AuthenticationError, NoaError, PayloadTooLargeError
 from noa.http import context
 from noa.http.auth import credential_from_headers
 from noa.identity import Authenticator
 from noa.metrics import Metrics
+from noa.tracing import Tracing
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -76,11 +78,13 @@ class GatewayMiddleware:
         access_log: logging.Logger | None = None,
         lanes: Mapping[tuple[str, str], ASGIApp] | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.app = app
         self.lanes = lanes or {}
         self.metrics = metrics
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.auth = auth
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
@@ -95,6 +99,56 @@ class GatewayMiddleware:
         cid = context.accept_or_new(raw_id.decode("latin-1") if raw_id else None)
         context.correlation_id_var.set(cid)
         scope.setdefault("state", {})["correlation_id"] = cid
+        if self.tracing is not None:
+            await self._traced(scope, receive, send, headers, cid, self.tracing)
+            return
+        await self._observed(scope, receive, send, headers, cid)
+
+    async def _traced(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        cid: str,
+        tracing: Tracing,
+    ) -> None:
+        """The request's root span around everything else (see ``noa/tracing.py``)."""
+        method: str = scope["method"]
+        parent = headers.get(b"traceparent")
+        status = 500
+
+        async def spy(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with tracing.request(
+            method,
+            cid,
+            parent.decode("latin-1") if parent else None,
+            **{"http.request.method": method, "url.path": route_path(scope)},
+        ) as span:
+            try:
+                await self._observed(scope, receive, spy, headers, cid)
+            finally:
+                if span is not None:
+                    route = getattr(scope.get("route"), "path", None) or "unmatched"
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
+
+    async def _observed(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        cid: str,
+    ) -> None:
         logged = self.access_log is not None and self.access_log.isEnabledFor(logging.INFO)
         metrics = self.metrics
         if not logged and metrics is None:

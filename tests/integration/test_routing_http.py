@@ -176,7 +176,11 @@ def test_slow_answers_time_out_and_fall_back(
 
 
 def test_the_deadline_bounds_the_whole_chain(http: httpx.Client, primary: FakeUpstream) -> None:
-    primary.always = Step(status=500, delay_s=1.8)  # two tries take longer than the deadline
+    # the first try fails after 1.3 s (well within the provider's 2 s timeout); the second would
+    # take 10 s, so the chain's 3 s deadline cuts it at ~1.7 s, before that provider's own
+    # timeout (2 s) would: margins of 0.3 s and more on every side, however loaded the machine
+    primary.script.append(Step(status=500, delay_s=1.3))
+    primary.always = Step(status=500, delay_s=10)
     response = chat(http, "lonely")
     assert response.status_code == 504, response.text
     error = response.json()["error"]

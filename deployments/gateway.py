@@ -25,6 +25,7 @@ from deployments.support import ActorLimiter, ActorTier, link_to_health
 from noa import access, assembly, tracing
 from noa.config import parse_config
 from noa.dependencies import DependencyChecks
+from noa.error_reporting import init_error_reporting
 from noa.health import readiness
 from noa.http.app import create_app
 from noa.http.render import json_response
@@ -53,6 +54,7 @@ class Gateway:
     ) -> None:
         configure_logging()
         self.tracing = tracing.from_environment()  # off unless an OTLP endpoint is configured
+        init_error_reporting()  # Sentry, when SENTRY_DSN is set
         self._config = parse_config(config)
         self._health = health
         self._registry = assembly.registry(self._config)

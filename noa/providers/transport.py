@@ -155,16 +155,20 @@ class DirectTransport:
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
 
-    async def post_json(self, path: str, body: Body) -> Body:
+    async def _json(self, method: str, path: str, body: bytes | None) -> Body:
+        """One JSON exchange, bounded as a whole by the timeout."""
         with self._errors():
             async with asyncio.timeout(self._timeout_s):
-                response = await self._send("POST", path, _dumps(body))
+                response = await self._send(method, path, body)
                 try:
                     await self._raise_for_status(response)
                     content = await response.read()
                 finally:
                     response.close()
         return parse_object(content, self.provider)
+
+    async def post_json(self, path: str, body: Body) -> Body:
+        return await self._json("POST", path, _dumps(body))
 
     async def stream(self, path: str, body: Body) -> AsyncGenerator[str, None]:
         # Streams may last longer than any total: bound the silence between reads instead.
@@ -181,15 +185,7 @@ class DirectTransport:
                 response.close()
 
     async def get_json(self, path: str) -> Body:
-        with self._errors():
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._send("GET", path, None)
-                try:
-                    await self._raise_for_status(response)
-                    content = await response.read()
-                finally:
-                    response.close()
-        return parse_object(content, self.provider)
+        return await self._json("GET", path, None)
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -12,6 +12,7 @@ from ray.serve.handle import DeploymentHandle
 from noa import assembly
 from noa.breaker import Change
 from noa.breaker_hub import BreakerHub, BreakerLink
+from noa.cache_flight import LocalBoard, State
 from noa.cache_store import TtlLru
 from noa.config import parse_config
 from noa.health import HealthMonitor
@@ -69,6 +70,13 @@ class ActorTier:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self._handle.set.remote(key, value, ttl_s)
 
+    async def flight(self, key: str, owner: str, lease_s: float) -> tuple[bytes | None, State]:
+        entry, state = await self._handle.flight.remote(key, owner, lease_s)
+        return entry, state
+
+    async def flight_done(self, key: str, owner: str, linger_s: float) -> None:
+        await self._handle.flight_done.remote(key, owner, linger_s)
+
 
 @serve.deployment
 class CacheActor:
@@ -77,6 +85,7 @@ class CacheActor:
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         shared = parse_config(config or {}).cache.shared
         self._store = TtlLru(shared.max_entries, shared.ttl_s)
+        self._board = LocalBoard(self._store)
 
     def get(self, key: str) -> Any | None:
         return self._store.get(key)
@@ -87,8 +96,14 @@ class CacheActor:
     def delete(self, key: str) -> bool:
         return self._store.delete(key)
 
+    def flight(self, key: str, owner: str, lease_s: float) -> tuple[bytes | None, State]:
+        return self._board.flight(key, owner, lease_s)
+
+    def flight_done(self, key: str, owner: str, linger_s: float) -> None:
+        self._board.flight_done(key, owner, linger_s)
+
     def stats(self) -> dict[str, int]:
-        return self._store.stats()
+        return self._store.stats() | {"leases": len(self._board.leases)}
 
 
 class ActorLimiter:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from noa.access import Access
 from noa.access import build as build_access
 from noa.breaker import BreakerBoard
+from noa.cache_flight import FlightBoard, SharedFlights
 from noa.cache_redis import RedisTier
 from noa.cache_sql import SqlTier
 from noa.cache_store import TtlLru
@@ -174,7 +175,24 @@ def response_cache(
     """The response cache, or None when ``cache.enabled`` is off."""
     if not config.cache.enabled:
         return None
-    return ResponseCache(cache_tiers(config, shared, environ), config.cache, models)
+    tiers = cache_tiers(config, shared, environ)
+    return ResponseCache(tiers, config.cache, models, shared_flights(config, tiers))
+
+
+def shared_flights(config: NoaConfig, tiers: TieredCache) -> SharedFlights | None:
+    """Single flight across replicas through the shared tier, when there is one and it is on."""
+    flight = config.cache.single_flight
+    if not flight.across_replicas:
+        return None
+    for tier in tiers.tiers:
+        if tier.name == "l2" and isinstance(tier, FlightBoard):
+            return SharedFlights(
+                tier,
+                lease_s=flight.lease_s,
+                max_wait_s=flight.max_wait_s,
+                retry_after_s=tiers.retry_after_s,
+            )
+    return None
 
 
 def inprocess(config: NoaConfig, environ: Environ | None = None) -> tuple[NoaService, Access]:

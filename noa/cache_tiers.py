@@ -133,6 +133,13 @@ class TieredCache:
             return
         self._worked(tier, stats)
 
+    async def fill_above(self, key: str, value: bytes, name: str) -> None:
+        """Copy an entry found in tier ``name`` (outside ``get``) into the faster tiers."""
+        for index, tier in enumerate(self.tiers):
+            if tier.name == name:
+                return
+            await self._set_one(index, key, value)
+
     async def set(self, key: str, value: bytes) -> None:
         for index in range(len(self.tiers)):
             await self._set_one(index, key, value)

@@ -20,6 +20,19 @@ class CacheTierConfig(Strict):
     max_entries: int = Field(10_000, ge=1, description="size bound (memory tiers; SQL prunes)")
 
 
+class SingleFlightConfig(Strict):
+    """Identical misses share one upstream call: always within a replica; across replicas
+    through the shared tier (a lease per key in Redis or the CacheActor) when on."""
+
+    across_replicas: bool = Field(True, description="meet other replicas at the shared tier")
+    lease_s: float = Field(
+        10.0, gt=0, description="a lease lapses this long after its holder stops renewing it"
+    )
+    max_wait_s: float = Field(
+        600.0, gt=0, description="wait at most this long for another replica's answer"
+    )
+
+
 class CacheConfig(Strict):
     """The response cache: L1 in each Gateway replica, L2 shared (Redis when configured, else
     the CacheActor), L3 persistent in SQL (the database)."""
@@ -35,6 +48,7 @@ class CacheConfig(Strict):
     memory: CacheTierConfig = CacheTierConfig(ttl_s=300, max_entries=10_000)
     shared: CacheTierConfig = CacheTierConfig(ttl_s=3600, max_entries=100_000)
     sql: CacheTierConfig = CacheTierConfig(ttl_s=86_400, max_entries=1_000_000)
+    single_flight: SingleFlightConfig = SingleFlightConfig()
 
 
 class RedisConfig(Strict):

@@ -105,6 +105,13 @@ SPECS = (
         ("tier", "outcome"),
     ),
     Spec(
+        "noa_cache_flights_total",
+        "counter",
+        "Replicas' first misses of a key at the shared single flight: led (went upstream),"
+        " joined (took another replica's answer), waited_out, error (shared tier down)",
+        ("outcome",),
+    ),
+    Spec(
         "noa_rate_limit_rejections_total",
         "counter",
         "Requests refused by limits or budgets",
@@ -173,15 +180,21 @@ class Metrics:
 
 
 CACHE_OUTCOMES = {"hits": "hit", "misses": "miss", "errors": "error", "skipped": "skipped"}
+FLIGHT_OUTCOMES = {"errors": "error"}
 
 
 def cache_series(stats: dict[str, Any]) -> Snapshot:
-    """``ResponseCache.stats()`` as ``noa_cache_lookups_total`` series."""
+    """``ResponseCache.stats()`` as ``noa_cache_lookups_total`` and
+    ``noa_cache_flights_total`` series."""
     series: dict[Labels, float | list[float]] = {}
     for tier, counts in stats.get("tiers", {}).items():
         for field_name, outcome in CACHE_OUTCOMES.items():
             series[(tier, outcome)] = float(counts[field_name])
-    return {"noa_cache_lookups_total": series}
+    flights = {
+        (FLIGHT_OUTCOMES.get(name, name),): float(count)
+        for name, count in stats.get("flights", {}).items()
+    }
+    return {"noa_cache_lookups_total": series, "noa_cache_flights_total": flights}
 
 
 BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}

@@ -8,19 +8,22 @@ reproducible (no temperature 0 and no seed) is only cached when the request asks
 An entry is the answer in the shape it arrived in (a body, or a complete stream's chunks) with
 the route that produced it; either kind of request is served from either shape. A stream is
 stored only once it completed; a failed or abandoned one is never stored. Concurrent identical
-misses share one upstream call: the first goes upstream, the others wait for its entry.
+misses share one upstream call: the first goes upstream, the others wait for its entry; with
+``flights``, the first misses of several replicas meet at the shared tier too, so one call
+serves them all (``noa.cache_flight``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 import orjson
 
+from noa.cache_flight import Lease, SharedFlights
 from noa.cache_key import cache_key, deterministic
 from noa.cache_replay import assemble, replay
 from noa.cache_tiers import Hit, TieredCache
@@ -71,15 +74,23 @@ async def _replayed(chunks: list[Body]) -> AsyncGenerator[Body, None]:
 class ResponseCache:
     """Decides, looks up and stores; the service calls it around the router."""
 
-    def __init__(self, tiers: TieredCache, config: CacheConfig, registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        tiers: TieredCache,
+        config: CacheConfig,
+        registry: ModelRegistry,
+        flights: SharedFlights | None = None,
+    ) -> None:
         self.tiers = tiers
         self.config = config
         self.registry = registry
+        self.flights = flights
         self._flights: dict[str, asyncio.Future[bytes | None]] = {}
         self.counts: dict[str, int] = {
             "bypass": 0,
             "miss": 0,
             "shared": 0,
+            "shared_across": 0,
             "too_large": 0,
             "store_dropped": 0,
         }
@@ -97,7 +108,10 @@ class ResponseCache:
             }
             for name, s in self.tiers.stats.items()
         }
-        return {"answers": dict(self.counts), "tiers": tiers}
+        stats: dict[str, Any] = {"answers": dict(self.counts), "tiers": tiers}
+        if self.flights is not None:
+            stats["flights"] = dict(self.flights.counts)
+        return stats
 
     def decide(
         self, operation: str, body: Body, asked: Policy | None, tenant: str | None
@@ -155,8 +169,9 @@ class ResponseCache:
             return _labelled(await call(), "miss")  # the first one failed: go ourselves
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._flights[key] = future
+        lease: Lease | None = None
 
-        def finish(raw: bytes | None) -> None:
+        def finish(raw: bytes | None, *, store: bool = True) -> None:
             if self._flights.get(key) is future:
                 del self._flights[key]
             if raw is not None and len(raw) > self.config.max_entry_bytes:
@@ -164,14 +179,23 @@ class ResponseCache:
                 raw = None
             if not future.done():
                 future.set_result(raw)
+            if not store:
+                return
             if raw is not None and len(self._tasks) >= MAX_PENDING_STORES:
                 self.counts["store_dropped"] += 1  # the stores cannot keep up: keep memory bounded
-            elif raw is not None:  # stored off the hot path
-                task = asyncio.get_running_loop().create_task(self._store(key, raw))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                raw = None
+            if raw is not None or lease is not None:  # stored off the hot path
+                self._spawn(self._store(key, raw, lease))
 
         try:
+            if self.flights is not None and lookup.policy != "refresh":  # refresh: a new answer
+                joined = await self.flights.join(key)
+                if isinstance(joined, bytes):  # another replica's call answered it
+                    finish(joined, store=False)
+                    self.counts["shared_across"] += 1
+                    self._spawn(self.tiers.fill_above(key, joined, "l2"))
+                    return self._from_entry(joined, stream, "miss")
+                lease = joined
             result = await call()
         except BaseException:
             finish(None)
@@ -182,6 +206,11 @@ class ResponseCache:
         return PrimedStream(
             replace(result.info, cache="miss"), None, _recorded(result, finish), None
         )
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
         """Wait for the entries still being stored (a clean shutdown; tests)."""
@@ -195,11 +224,15 @@ class ResponseCache:
             if aclose is not None:
                 await aclose()
 
-    async def _store(self, key: str, raw: bytes) -> None:
+    async def _store(self, key: str, raw: bytes | None, lease: Lease | None) -> None:
         try:
-            await self.tiers.set(key, raw)
+            if raw is not None:
+                await self.tiers.set(key, raw)
         except Exception:  # each tier already isolates its failures; this is a last guard
             logger.warning("could not store a cache entry", exc_info=True)
+        finally:
+            if lease is not None:  # stored (or not storable): other replicas may look now
+                await lease.end()
 
 
 def _labelled(result: Routed | PrimedStream, label: str) -> Routed | PrimedStream:

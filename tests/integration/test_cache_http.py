@@ -203,6 +203,35 @@ def test_concurrent_identical_requests_make_one_upstream_call(
     assert len(fake.requests) == 1
 
 
+def test_identical_requests_on_two_replicas_make_one_upstream_call(
+    gateways: list[Gateway], fake: FakeUpstream
+) -> None:
+    """The replicas' first misses meet at Redis: one holds the key's lease and goes upstream,
+    the other waits for its entry."""
+    a, b = gateways[0], gateways[1]
+    text = prompt()
+    fake.always = Step(delay_s=0.3)
+    body = {"model": "gpt", "messages": [{"role": "user", "content": text}], "temperature": 0}
+
+    async def burst() -> list[httpx.Response]:
+        auth = {"authorization": f"Bearer {KEY}"}
+        async with (
+            httpx.AsyncClient(base_url=a.server.base_url, headers=auth, timeout=30) as ca,
+            httpx.AsyncClient(base_url=b.server.base_url, headers=auth, timeout=30) as cb,
+        ):
+            calls = [c.post("/v1/chat/completions", json=body) for c in (ca, cb) * 10]
+            return await asyncio.gather(*calls)
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 20
+    assert len({r.json()["choices"][0]["message"]["content"] for r in responses}) == 1
+    assert {r.headers["x-noa-cache"] for r in responses} == {"miss"}
+    assert [r.body["messages"][0]["content"] for r in fake.requests].count(text) == 1
+    flights = [g.service.cache.stats()["flights"] for g in (a, b) if g.service.cache]
+    assert sorted(f["led"] for f in flights) == [0, 1]
+    assert sorted(f["joined"] for f in flights) == [0, 1]
+
+
 def test_redis_killed_mid_test_requests_still_succeed(
     upstream_env: dict[str, str], fake: FakeUpstream, tmp_path: Any
 ) -> None:

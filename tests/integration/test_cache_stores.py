@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from noa.cache_redis import PREFIX, RedisTier
+from noa.cache_redis import FLIGHT, PREFIX, RedisTier
 from noa.cache_sql import SqlTier
 from noa.cache_store import TtlLru
 from noa.cache_tiers import MemoryTier, TieredCache
@@ -132,6 +132,28 @@ async def test_redis_round_trip_with_the_ttl_set_on_the_entry(redis_tier: RedisT
     finally:
         await raw.aclose()
     assert 25_000 < ttl_ms <= 30_000
+
+
+async def test_redis_flight_leases_lead_wait_renew_end_and_lapse(redis_tier: RedisTier) -> None:
+    k = key()
+    raw = redis.Redis.from_url(service("NOA_TEST_REDIS_URL"))
+    try:
+        assert await redis_tier.flight(k, "a", 10) == (None, "lead")
+        assert 9_000 < await raw.pttl(FLIGHT + k) <= 10_000
+        assert await redis_tier.flight(k, "b", 10) == (None, "wait")
+        assert await redis_tier.flight(k, "a", 30) == (None, "lead")  # renewed by its holder
+        assert 29_000 < await raw.pttl(FLIGHT + k) <= 30_000
+        await redis_tier.flight_done(k, "b", 5)  # not b's to end
+        assert await redis_tier.flight(k, "b", 10) == (None, "wait")
+        await redis_tier.flight_done(k, "a", 5)
+        assert await redis_tier.flight(k, "b", 10) == (None, "done")
+        assert 4_000 < await raw.pttl(FLIGHT + k) <= 5_000  # the done mark lingers briefly
+        await raw.delete(FLIGHT + k)  # lapsed
+        assert await redis_tier.flight(k, "b", 10) == (None, "lead")
+        await redis_tier.set(k, b"entry", 30)
+        assert await redis_tier.flight(k, "c", 10) == (b"entry", "done")  # stored: no wait
+    finally:
+        await raw.aclose()
 
 
 @pytest.mark.parametrize("store", ["postgres", "sqlite"])

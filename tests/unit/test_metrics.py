@@ -116,6 +116,13 @@ def test_cache_stats_and_breaker_states_as_series() -> None:
         ("l1", "error"): 0.0,
         ("l1", "skipped"): 0.0,
     }
+    flights = {"led": 2, "joined": 5, "waited_out": 0, "errors": 1}
+    assert cache_series(stats | {"flights": flights})["noa_cache_flights_total"] == {
+        ("led",): 2.0,
+        ("joined",): 5.0,
+        ("waited_out",): 0.0,
+        ("error",): 1.0,
+    }
     breakers = {"openai/gpt-x": {"state": "open"}, "local/s": {"state": "half_open"}}
     assert breaker_series(breakers)["noa_breaker_state"] == {
         ("openai", "gpt-x"): 2.0,

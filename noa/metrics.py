@@ -190,7 +190,7 @@ def cache_series(stats: dict[str, Any]) -> Snapshot:
     for tier, counts in stats.get("tiers", {}).items():
         for field_name, outcome in CACHE_OUTCOMES.items():
             series[(tier, outcome)] = float(counts[field_name])
-    flights = {
+    flights: dict[Labels, float | list[float]] = {
         (FLIGHT_OUTCOMES.get(name, name),): float(count)
         for name, count in stats.get("flights", {}).items()
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -50,13 +51,20 @@ class ServeCluster:
         self.http_port = free_port()
         self.master_key = master_key
         self.tmp = Path(tempfile.mkdtemp(prefix="noa-e2e-", dir="/tmp"))
+        # Ray 2.60 token auth with a token of this cluster's own: `ray start` refuses token mode
+        # without one, and a fresh machine has none (~/.ray/auth_token is made by ray.init).
+        self.token_path = self.tmp / "auth_token"
+        self.token_path.write_text(secrets.token_hex(32))
+        self.token_path.chmod(0o600)
+        auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
+        inherited = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
         self.env = {
-            **os.environ,
+            **inherited,
             **FAST_SERVE_ENV,
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-            "RAY_AUTH_MODE": "token",
+            **auth,
             "RAY_USAGE_STATS_ENABLED": "0",
             "NOA_MASTER_KEY": master_key,
             MARKER: str(self.tmp),  # inherited by every process of this cluster
@@ -77,8 +85,15 @@ class ServeCluster:
 
     def driver_env(self) -> dict[str, str]:
         """For other Ray drivers: the cluster's address, never the fast-ingress variables."""
-        env = {k: v for k, v in os.environ.items() if k not in FAST_SERVE_ENV}
-        return {**env, "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token"}
+        env = {
+            k: v for k, v in os.environ.items() if k not in FAST_SERVE_ENV and k != "RAY_AUTH_TOKEN"
+        }
+        return {
+            **env,
+            "RAY_ADDRESS": self.address,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.token_path),
+        }
 
     def _run(self, *args: str, timeout: float = 180) -> str:
         result = subprocess.run(

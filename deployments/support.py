@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from typing import Any
 
 from ray import serve
@@ -12,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 from noa import assembly
 from noa.breaker import Change
 from noa.breaker_hub import BreakerHub, BreakerLink
+from noa.breaker_redis import RedisBreakerRelay
 from noa.cache_flight import LocalBoard, State
 from noa.cache_store import TtlLru
 from noa.config import parse_config
@@ -164,6 +166,12 @@ class HealthActor:
             self._providers[name] = RemoteProvider(name, "llamacpp", handle)
         self._monitor = HealthMonitor({n: p.check for n, p in self._providers.items()})
         self._hub = BreakerHub()
+        self._relay: RedisBreakerRelay | None = None
+        redis_url = cfg.redis.url()
+        if redis_url and cfg.routing.breaker.share_through_redis:  # other apps on this Redis
+            self._relay = RedisBreakerRelay(self._hub, redis_url, origin=uuid.uuid4().hex)
+            self._hub.on_report = self._relay.forward
+            self._relay.start()
         self._metrics = MetricsBoard()
         self._interval = cfg.deployment.health_check_interval_s
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -191,8 +199,10 @@ class HealthActor:
     def report(self, key: str, state: str, remaining_s: float) -> int:
         return self._hub.report(key, state, remaining_s)
 
-    def claim_probe(self, key: str) -> bool:
-        return self._hub.claim_probe(key)
+    async def claim_probe(self, key: str) -> bool:
+        if not self._hub.claim_probe(key):  # one replica of this app
+            return False
+        return self._relay is None or await self._relay.claim(key)  # one app of all
 
     async def watch(self, version: int) -> dict[str, Any]:
         return await self._hub.watch(version)

@@ -41,6 +41,7 @@ class BreakerHub:
         self.traffic: dict[str, dict[str, Any]] = {}  # replica -> its routers' stats
         self.version = 0
         self._changed = asyncio.Event()
+        self.on_report: Callable[[str, str, float], None] | None = None  # e.g. a Redis relay
 
     def _bump(self) -> int:
         self.version += 1
@@ -48,12 +49,15 @@ class BreakerHub:
         self._changed = asyncio.Event()
         return self.version
 
-    def report(self, key: str, state: str, remaining_s: float = 0.0) -> int:
+    def report(self, key: str, state: str, remaining_s: float = 0.0, *, share: bool = True) -> int:
+        """A transition; ``on_report`` passes it on (to other apps) unless ``share`` is off."""
         now = self._clock()
         if State(state) is State.OPEN:
             self._states[key] = _Shared(State.OPEN, now + remaining_s)
         else:
             self._states[key] = _Shared(State.CLOSED)
+        if share and self.on_report is not None:
+            self.on_report(key, State(state).value, remaining_s)
         return self._bump()
 
     def set_down(self, providers: frozenset[str]) -> None:

@@ -240,6 +240,11 @@ class BreakerConfig(Strict):
     min_requests: int = Field(20, ge=1, description="calls in the window before the rate counts")
     window_s: float = Field(30.0, gt=0, description="the error-rate window")
     cooldown_s: float = Field(30.0, gt=0, description="OPEN this long, then one probe")
+    share_through_redis: bool = Field(
+        True,
+        description="with Redis configured, every NOA app on it shares breaker state (turn off "
+        "where apps' provider names mean different accounts)",
+    )
 
 
 class RoutingConfig(Strict):

@@ -40,23 +40,29 @@ class Clock:
 
 
 class PrivateRedis:
-    """A redis-server of this test's own, so it can be killed without touching the suite's."""
+    """A redis-server of this test's own, so it can be killed (and started again on the same
+    port) without touching the suite's."""
 
     def __init__(self, directory: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed: run the suite through ./scripts/test.sh")
+        self.binary = binary
+        self.directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             [
-                binary,
+                self.binary,
                 "--port",
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
                 "--dir",
-                str(directory),
+                str(self.directory),
                 "--save",
                 "",
                 "--appendonly",

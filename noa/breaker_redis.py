@@ -22,7 +22,9 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
+
+from noa.breaker_hub import BreakerHub, stop_tasks
 
 logger = logging.getLogger("noa.breakers")
 
@@ -43,14 +45,6 @@ return 0
 """
 
 
-class Hub(Protocol):
-    """What the relay needs of a ``BreakerHub``."""
-
-    def report(
-        self, key: str, state: str, remaining_s: float = 0.0, *, share: bool = True
-    ) -> int: ...
-
-
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -58,7 +52,7 @@ def _ms(seconds: float) -> int:
 class RedisBreakerRelay:
     def __init__(
         self,
-        hub: Hub,
+        hub: BreakerHub,
         url: str,
         *,
         origin: str,
@@ -186,11 +180,7 @@ class RedisBreakerRelay:
             logger.warning("breakers: ignoring a malformed message on %s: %s", CHANNEL, e)
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         for client in (self._client, self._listener):
             with contextlib.suppress(Exception):
                 await client.aclose()

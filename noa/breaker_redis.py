@@ -46,7 +46,7 @@ return 0
 
 
 def _ms(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1000))
+    return max(0, math.ceil(seconds * 1000))
 
 
 class RedisBreakerRelay:
@@ -66,7 +66,7 @@ class RedisBreakerRelay:
 
         self.hub = hub
         self.origin = origin
-        self._probe_ms = _ms(probe_timeout_s)
+        self._probe_ms = max(1, _ms(probe_timeout_s))
         self._retry_s = retry_s
         self._clock = clock
         self._sleep = sleep
@@ -126,7 +126,7 @@ class RedisBreakerRelay:
             }
             try:
                 async with self._client.pipeline(transaction=True) as pipe:
-                    if state == "open":
+                    if state == "open":  # due once the TTL is down to the probe timeout
                         pipe.set(KEY + key, self.origin, px=_ms(remaining_s) + self._probe_ms)
                     else:
                         pipe.delete(KEY + key)

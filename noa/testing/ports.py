@@ -5,7 +5,8 @@ A port found free with ``bind(("127.0.0.1", 0))`` comes from the kernel's epheme
 a cluster starts. A port picked that way and bound a moment later by HAProxy can meanwhile be
 taken by a Ray agent, and requests then reach the agent instead (seen as a 401 from Ray's token
 auth). Ports here come from 20000-29999: above Ray's default worker ports (10002-19999), below
-its direct-ingress ports (30000-31000) and the ephemeral range.
+its direct-ingress ports (30000-31000, and 31001-32000 in the test clusters) and the
+ephemeral range.
 """
 
 from __future__ import annotations

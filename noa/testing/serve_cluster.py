@@ -29,6 +29,13 @@ BIN = Path(sys.executable).parent
 
 
 MARKER = "NOA_TEST_CLUSTER"
+# Serve's defaults are 30000-31000 (HTTP) and 40000-41000 (gRPC); these sit just above them
+DIRECT_INGRESS_PORTS = {
+    "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "31001",
+    "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "32000",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "41001",
+    "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "42000",
+}
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +69,10 @@ class ServeCluster:
             **inherited,
             **FAST_SERVE_ENV,
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+            # replicas' direct-ingress ports of their own: Serve hands them out from the bottom
+            # of one fixed range per cluster, so a second cluster on this machine (`noa serve`,
+            # started by a test) would hand out the same ones
+            **DIRECT_INGRESS_PORTS,
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             **auth,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ DIRECT_INGRESS_PORTS = {
     "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "41001",
     "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "42000",
 }
+
+
+def _without(env: Mapping[str, str], names: set[str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in names}
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -63,10 +68,9 @@ class ServeCluster:
         self.token_path = self.tmp / "auth_token"
         self.token_path.write_text(secrets.token_hex(32))
         self.token_path.chmod(0o600)
-        auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
-        inherited = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
         self.env = {
-            **inherited,
+            **_without(os.environ, {"RAY_AUTH_TOKEN"}),
             **FAST_SERVE_ENV,
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
             # replicas' direct-ingress ports of their own: Serve hands them out from the bottom
@@ -75,7 +79,7 @@ class ServeCluster:
             **DIRECT_INGRESS_PORTS,
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-            **auth,
+            **self.auth,
             "RAY_USAGE_STATS_ENABLED": "0",
             "NOA_MASTER_KEY": master_key,
             MARKER: str(self.tmp),  # inherited by every process of this cluster
@@ -96,15 +100,8 @@ class ServeCluster:
 
     def driver_env(self) -> dict[str, str]:
         """For other Ray drivers: the cluster's address, never the fast-ingress variables."""
-        env = {
-            k: v for k, v in os.environ.items() if k not in FAST_SERVE_ENV and k != "RAY_AUTH_TOKEN"
-        }
-        return {
-            **env,
-            "RAY_ADDRESS": self.address,
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(self.token_path),
-        }
+        env = _without(os.environ, {*FAST_SERVE_ENV, "RAY_AUTH_TOKEN"})
+        return {**env, "RAY_ADDRESS": self.address, **self.auth}
 
     def _run(self, *args: str, timeout: float = 180) -> str:
         result = subprocess.run(

@@ -15,9 +15,9 @@ from ray.serve.deployment import Deployment
 from deployments.adapters import ProviderAdapter
 from deployments.gateway import Gateway
 from deployments.llamacpp import LlamaCpp
-from deployments.router import Router
+from deployments.router import RouterDeployment
 from deployments.support import CacheActor, HealthActor, LimiterActor
-from noa import assembly
+from noa.build.providers import local_provider_configs, provider_infos
 from noa.config import NoaConfig, ReplicaConfig, parse_config
 
 ADAPTER_NAMES = {"openai": "OpenAIAdapter", "anthropic": "AnthropicAdapter"}
@@ -47,7 +47,7 @@ def build(config: NoaConfig) -> Application:
     args = config.model_dump(mode="json")
     d = config.deployment
     local = {}
-    for name in assembly.local_provider_configs(config):
+    for name in local_provider_configs(config):
         llama = d.llamacpp
         local[name] = (
             cast(Deployment, LlamaCpp)
@@ -61,7 +61,7 @@ def build(config: NoaConfig) -> Application:
             .bind(args, name)
         )
     adapters = {}
-    for info in assembly.provider_infos(config):
+    for info in provider_infos(config):
         if info.enabled and info.kind in ADAPTER_NAMES:
             base = ADAPTER_NAMES[info.kind]
             deployment = _sized(ProviderAdapter, d.adapters, _name(base, info.name, info.kind))
@@ -71,7 +71,7 @@ def build(config: NoaConfig) -> Application:
     cache = _sized(CacheActor, tiny).bind(args)
     # several Gateway replicas must agree on limits: one actor decides (unless Redis does)
     limiter = _sized(LimiterActor, tiny).bind() if d.gateway.num_replicas > 1 else None
-    router = _sized(Router, d.router).bind(args, adapters, local, health)
+    router = _sized(RouterDeployment, d.router).bind(args, adapters, local, health)
     return _sized(Gateway, d.gateway).bind(args, local, router, health, cache, limiter)
 
 

@@ -8,11 +8,12 @@ import ray
 from ray import serve
 
 from deployments.adapters import ProviderShell
-from noa import assembly
+from noa.build.providers import catalog as local_catalog
+from noa.build.providers import llama_settings
 from noa.config import LlamaCppProviderConfig, parse_config
-from noa.providers.llamacpp import LlamaCppProvider
-from noa.providers.llamacpp_models import ModelRef, load, store_key
-from noa.providers.llamacpp_process import LlamaProcess
+from noa.providers.llamacpp.models import ModelRef, load, store_key
+from noa.providers.llamacpp.process import LlamaProcess
+from noa.providers.llamacpp.provider import LlamaCppProvider
 
 
 class _Loaded:
@@ -37,8 +38,8 @@ class LlamaCpp(ProviderShell):
     def __init__(self, config: dict[str, Any], name: str) -> None:
         cfg = parse_config(config).providers[name]
         assert isinstance(cfg, LlamaCppProviderConfig)
-        catalog = assembly.catalog(cfg)
-        settings = assembly.llama_settings(cfg, gpu_visible=bool(ray.get_gpu_ids()))
+        catalog = local_catalog(cfg)
+        settings = llama_settings(cfg, gpu_visible=bool(ray.get_gpu_ids()))
         worker = LlamaProcess(settings, name=f"llama-{name}")
 
         # Serve's multiplexer keeps the LRU (at most N models) and routes requests to replicas

@@ -1,8 +1,7 @@
 """The Router deployment: the routing core over adapter and LlamaCpp handles.
 
-It serves Python callers and jobs (``serve.get_deployment_handle("Router", "noa")``) and, with
-``deployment.hot_path: router``, the Gateway's requests. Its methods return ``Routed`` objects
-and, streamed, a ``RouteInfo`` followed by the chunks.
+It serves ``RemoteRouter`` (the Gateway with ``deployment.hot_path: router``) and jobs:
+``route(plan)`` returns a ``Routed``; ``stream(plan)`` yields the ``RouteInfo``, then the chunks.
 """
 
 from __future__ import annotations
@@ -13,29 +12,15 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.support import link_to_health
-from noa import assembly
+from noa.build import routing
 from noa.config import parse_config
-from noa.providers.base import Body
-from noa.providers.remote import RemoteProvider
-from noa.router import Routed
-from noa.router_remote import stream_items
+from noa.routing.plan import Plan
+from noa.routing.remote import stream_items
+from noa.routing.results import Routed
 
 
-def remote_providers(
-    config: dict[str, Any],
-    adapters: dict[str, DeploymentHandle],
-    local: dict[str, DeploymentHandle],
-) -> dict[str, RemoteProvider]:
-    cfg = parse_config(config)
-    providers = {n: RemoteProvider(n, cfg.providers[n].kind, h) for n, h in adapters.items()}
-    for name, handle in local.items():
-        providers[name] = RemoteProvider(name, "llamacpp", handle, multiplexed=True)
-    return providers
-
-
-@serve.deployment
-class Router:
+@serve.deployment(name="Router")
+class RouterDeployment:
     async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
         self,
         config: dict[str, Any],
@@ -43,23 +28,16 @@ class Router:
         local: dict[str, DeploymentHandle],
         health: DeploymentHandle,
     ) -> None:
-        providers = remote_providers(config, adapters, local)
-        cfg = parse_config(config)
-        self._router = assembly.router(cfg, providers, share=assembly.quota_share(cfg))
         replica = str(serve.get_replica_context().replica_id)
-        self._link = link_to_health(self._router, health, replica)
+        self._routing = routing.behind_handles(
+            parse_config(config), adapters, local, health, replica
+        )
 
-    async def chat(self, request: Body) -> Routed:
-        return await self._router.chat(request)
+    async def route(self, plan: Plan) -> Routed:
+        return await self._routing.router.answer(plan)
 
-    def stream_chat(self, request: Body) -> AsyncGenerator[Any, None]:
-        return stream_items(self._router, "stream_chat", request)
+    def stream(self, plan: Plan) -> AsyncGenerator[Any, None]:
+        return stream_items(self._routing.router, plan)
 
-    async def completion(self, request: Body) -> Routed:
-        return await self._router.completion(request)
-
-    def stream_completion(self, request: Body) -> AsyncGenerator[Any, None]:
-        return stream_items(self._router, "stream_completion", request)
-
-    async def embeddings(self, request: Body) -> Routed:
-        return await self._router.embeddings(request)
+    async def __del__(self) -> None:
+        await self._routing.aclose()

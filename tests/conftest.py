@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tiny_gguf import write_tiny_llama
 
-from noa.providers.llamacpp_models import bundled_model_path
+from noa.providers.llamacpp.models import bundled_model_path
 from noa.testing.fake_upstream import FakeUpstream
 
 UPSTREAM_KEY = "upstream-test-key"

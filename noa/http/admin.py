@@ -22,12 +22,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from noa.access.identity import Authenticator, Principal
+from noa.access.keys import KeyStore, Limits, TeamStore
+from noa.access.limiter import Limiter
 from noa.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from noa.http.render import NoaRoute, json_response
-from noa.identity import Authenticator, Principal
-from noa.keys import KeyStore, Limits, TeamStore
-from noa.limiter import Limiter
-from noa.usage import GroupBy, UsageQueries
+from noa.storage.usage import GroupBy, UsageQueries
 
 Clock = Callable[[], float]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from noa.metrics import LATENCY_BUCKETS, Snapshot
+from noa.observability.metrics import LATENCY_BUCKETS, Snapshot
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 

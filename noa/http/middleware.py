@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 from opentelemetry.trace import Status, StatusCode
 
+from noa import context
+from noa.access.identity import Authenticator
 from noa.errors import AuthenticationError, NoaError, PayloadTooLargeError
-from noa.http import context
 from noa.http.auth import credential_from_headers
-from noa.identity import Authenticator
-from noa.metrics import Metrics
-from noa.tracing import Tracing
+from noa.observability.metrics import Metrics
+from noa.observability.tracing import Tracing
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -113,7 +113,7 @@ class GatewayMiddleware:
         cid: str,
         tracing: Tracing,
     ) -> None:
-        """The request's root span around everything else (see ``noa/tracing.py``)."""
+        """The request's root span around everything else (see ``noa/observability/tracing.py``)."""
         method: str = scope["method"]
         parent = headers.get(b"traceparent")
         status = 500

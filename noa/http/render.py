@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
+from noa import context
 from noa.errors import (
     InvalidRequestError,
     MethodNotAllowedError,
@@ -21,10 +22,10 @@ from noa.errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from noa.http import context
-from noa.router import PrimedStream, Routed
-from noa.service import client_chunks, validation_error
+from noa.routing.router import PrimedStream, Routed
+from noa.service import client_chunks
 from noa.wire import sse
+from noa.wire.validation import validation_error
 
 logger = logging.getLogger("noa.http")
 

@@ -4,21 +4,32 @@ Requests and responses are plain dicts in OpenAI's wire shape, so they cross han
 ``request`` is the client's body as validated (only fields the client set); ``model`` is the
 model's name at the provider, already resolved by the router.
 
-Streams yield ``chat.completion.chunk`` (or ``text_completion``) dicts. A provider that knows the
-usage ends its stream with a usage chunk (``choices == []``); the gateway forwards it only when
-the client asked for ``stream_options.include_usage``.
+A provider answers the operations of its tables: ``answers`` (one JSON body) and ``streams``
+(``chat.completion.chunk`` or ``text_completion`` dicts). A provider that knows the usage ends
+its stream with a usage chunk (``choices == []``); the gateway forwards it only when the client
+asked for ``stream_options.include_usage``. An operation missing from a table is a 400.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from abc import ABC
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
+from types import MappingProxyType
 from typing import Any
 
 from noa.errors import InvalidRequestError
+from noa.wire.operations import Operation
 
 Body = dict[str, Any]
+Answer = Callable[[Body, str], Awaitable[Body]]
+Chunks = Callable[[Body, str], AsyncGenerator[Body, None]]
+
+WHAT = {
+    Operation.CHAT: "chat completions",
+    Operation.COMPLETIONS: "text completions (/v1/completions)",
+    Operation.EMBEDDINGS: "embeddings",
+}
 
 
 class Provider(ABC):
@@ -26,42 +37,34 @@ class Provider(ABC):
 
     name: str
     kind: str
+    answers: Mapping[Operation, Answer] = MappingProxyType({})
+    streams: Mapping[Operation, Chunks] = MappingProxyType({})
 
-    @abstractmethod
-    async def chat(self, request: Body, model: str) -> Body:
-        """A ``chat.completion`` for a non-streaming request."""
+    async def call(self, operation: Operation, request: Body, model: str) -> Body:
+        """The JSON answer to a non-streaming request."""
+        answer = self.answers.get(operation)
+        if answer is None:
+            raise self.unsupported(operation)
+        return await answer(request, model)
 
-    @abstractmethod
-    def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
-        """``chat.completion.chunk`` dicts, ending with a usage chunk when usage is known."""
+    def stream(self, operation: Operation, request: Body, model: str) -> AsyncGenerator[Body, None]:
+        """The chunks of a streamed answer, ending with a usage chunk when usage is known."""
+        chunks = self.streams.get(operation)
+        if chunks is None:
+            raise self.unsupported(operation)
+        return chunks(request, model)
 
-    async def completion(self, request: Body, model: str) -> Body:
-        raise self._unsupported("text completions (/v1/completions)")
-
-    def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
-        raise self._unsupported("text completions (/v1/completions)")
-
-    async def stream_chat_batches(
-        self, request: Body, model: str
+    async def stream_batches(
+        self, operation: Operation, request: Body, model: str
     ) -> AsyncGenerator[list[Body], None]:
         """The stream in batches of chunks that were ready together (one per handle message).
 
         Across a DeploymentHandle each message costs a few hundred microseconds and can wait a
         few milliseconds behind the previous one; chunks produced together travel together.
         """
-        async with aclosing(self.stream_chat(request, model)) as chunks:
+        async with aclosing(self.stream(operation, request, model)) as chunks:
             async for chunk in chunks:
                 yield [chunk]
-
-    async def stream_completion_batches(
-        self, request: Body, model: str
-    ) -> AsyncGenerator[list[Body], None]:
-        async with aclosing(self.stream_completion(request, model)) as chunks:
-            async for chunk in chunks:
-                yield [chunk]
-
-    async def embeddings(self, request: Body, model: str) -> Body:
-        raise self._unsupported("embeddings")
 
     async def check(self) -> None:
         """A health probe that costs no tokens; raises a NoaError when the provider is down."""
@@ -71,9 +74,9 @@ class Provider(ABC):
         """Release connections and models."""
         return None
 
-    def _unsupported(self, what: str) -> InvalidRequestError:
+    def unsupported(self, operation: Operation) -> InvalidRequestError:
         return InvalidRequestError(
-            f"provider '{self.name}' ({self.kind}) does not support {what}",
+            f"provider '{self.name}' ({self.kind}) does not support {WHAT[operation]}",
             param="model",
             code="unsupported_operation",
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 from noa.errors import NoaError
 from noa.providers.base import Body, Provider
+from noa.wire.operations import Operation
 
 _MAX_CACHED_HANDLES = 256
 
@@ -66,34 +67,21 @@ class RemoteProvider(Provider):
             handle = self._handles[key] = self._handle.options(**options)
         return handle
 
-    async def _call(self, method: str, request: Body, model: str) -> Body:
+    async def call(self, operation: Operation, request: Body, model: str) -> Body:
         try:
-            result: Body = await getattr(self._for(model), method).remote(request, model)
+            result: Body = await self._for(model).call.remote(operation, request, model)
         except Exception as e:
             raise unwrap_remote_error(e) from None
         return result
 
-    async def _stream(self, method: str, request: Body, model: str) -> AsyncGenerator[Body, None]:
-        handle = getattr(self._for(model, stream=True), method + "_batches")
-        async with aclosing(relay(handle.remote(request, model))) as batches:
-            async for batch in batches:
+    async def stream(
+        self, operation: Operation, request: Body, model: str
+    ) -> AsyncGenerator[Body, None]:
+        batches = self._for(model, stream=True).stream_batches.remote(operation, request, model)
+        async with aclosing(relay(batches)) as received:
+            async for batch in received:
                 for chunk in batch:
                     yield chunk
-
-    async def chat(self, request: Body, model: str) -> Body:
-        return await self._call("chat", request, model)
-
-    def stream_chat(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
-        return self._stream("stream_chat", request, model)
-
-    async def completion(self, request: Body, model: str) -> Body:
-        return await self._call("completion", request, model)
-
-    def stream_completion(self, request: Body, model: str) -> AsyncGenerator[Body, None]:
-        return self._stream("stream_completion", request, model)
-
-    async def embeddings(self, request: Body, model: str) -> Body:
-        return await self._call("embeddings", request, model)
 
     async def check(self) -> None:
         try:

@@ -9,12 +9,11 @@ Every request is recorded with its headers and JSON body.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import math
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from noa.testing import fake_replies as replies
 from noa.testing.server import ServerThread
 
-ANTHROPIC_SAMPLING = ("temperature", "top_p", "top_k")
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass
@@ -49,29 +49,6 @@ class Recorded:
     body: Any
 
 
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            content = m.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return "".join(p.get("text", "") for p in content if p.get("type") == "text")
-    return ""
-
-
-def fake_embedding(text: str, dims: int = 8) -> list[float]:
-    digest = hashlib.sha256(text.encode()).digest()
-    vec = [b / 255.0 - 0.5 for b in digest[:dims]]
-    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
-    return [v / norm for v in vec]
-
-
-def _words(text: str) -> list[str]:
-    parts = text.split(" ")
-    return [p if i == 0 else " " + p for i, p in enumerate(parts)]
-
-
 class FakeUpstream:
     """OpenAI (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``)
     and Anthropic (``/v1/messages``, ``/v1/models``) on one loopback port."""
@@ -85,9 +62,9 @@ class FakeUpstream:
         self.disconnects = 0  # clients that went away while a delayed answer was pending
         self.app = Starlette(
             routes=[
-                Route("/v1/chat/completions", self._chat, methods=["POST"]),
-                Route("/v1/completions", self._completions, methods=["POST"]),
-                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/v1/chat/completions", self._openai(replies.openai_chat), methods=["POST"]),
+                Route("/v1/completions", self._openai(replies.openai_completion), methods=["POST"]),
+                Route("/v1/embeddings", self._openai(replies.openai_embeddings), methods=["POST"]),
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
@@ -203,148 +180,19 @@ class FakeUpstream:
 
         return StreamingResponse(gen(), media_type="text/event-stream")
 
-    # -- OpenAI ----------------------------------------------------------------------------------
+    # -- the routes ------------------------------------------------------------------------------
 
-    def _reply(self, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-        text = _last_user_text(body.get("messages") or [])
-        tools = body.get("tools") or []
-        forced = body.get("tool_choice") not in (None, "auto", "none")
-        if tools and (forced or text.startswith("tool:")):
-            name = tools[0]["function"]["name"]
-            call = {
-                "id": "call_1",
-                "type": "function",
-                "function": {"name": name, "arguments": json.dumps({"echo": text})},
-            }
-            return "", [call]
-        return f"echo: {text}", []
+    def _openai(self, reply: Callable[[Any], replies.Reply]) -> Endpoint:
+        """An OpenAI route answering with ``reply`` of the body (JSON, or SSE events)."""
 
-    async def _chat(self, request: Request) -> Response:
-        body, step, early = await self._begin(request, anthropic=False)
-        if early is not None:
-            return early
-        text, calls = self._reply(body)
-        model = body.get("model", "fake")
-        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(text.split()),
-            "total_tokens": prompt_tokens + len(text.split()),
-        }
-        finish = "tool_calls" if calls else "stop"
-        if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": text or None}
-            if calls:
-                message["tool_calls"] = calls
-            return JSONResponse(
-                {
-                    "id": "chatcmpl-fake",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                    "usage": usage,
-                }
-            )
-        base = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-        }
+        async def answer(request: Request) -> Response:
+            body, step, early = await self._begin(request, anthropic=False)
+            if early is not None:
+                return early
+            result = reply(body)
+            return JSONResponse(result) if isinstance(result, dict) else self._sse(result, step)
 
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-            data = {
-                **base,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            }
-            return b"data: " + json.dumps(data).encode() + b"\n\n"
-
-        events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": w}) for w in _words(text)] if text else []
-        events += [chunk({"tool_calls": [{"index": 0, **c}]}) for c in calls]
-        events.append(chunk({}, finish))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            events.append(
-                b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n"
-            )
-        events.append(b"data: [DONE]\n\n")
-        return self._sse(events, step)
-
-    async def _completions(self, request: Request) -> Response:
-        body, step, early = await self._begin(request, anthropic=False)
-        if early is not None:
-            return early
-        prompt = body.get("prompt")
-        text = f"echo: {prompt}"
-        base = {
-            "id": "cmpl-fake",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": body.get("model", "fake"),
-        }
-        usage = {
-            "prompt_tokens": 1,
-            "completion_tokens": len(text.split()),
-            "total_tokens": 1 + len(text.split()),
-        }
-        if not body.get("stream"):
-            return JSONResponse(
-                {
-                    **base,
-                    "choices": [
-                        {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}
-                    ],
-                    "usage": usage,
-                }
-            )
-        events = [
-            b"data: "
-            + json.dumps(
-                {
-                    **base,
-                    "choices": [{"index": 0, "text": w, "logprobs": None, "finish_reason": None}],
-                }
-            ).encode()
-            + b"\n\n"
-            for w in _words(text)
-        ]
-        events.append(
-            b"data: "
-            + json.dumps(
-                {
-                    **base,
-                    "choices": [
-                        {"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}
-                    ],
-                }
-            ).encode()
-            + b"\n\n"
-        )
-        if (body.get("stream_options") or {}).get("include_usage"):
-            events.append(
-                b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n"
-            )
-        events.append(b"data: [DONE]\n\n")
-        return self._sse(events, step)
-
-    async def _embeddings(self, request: Request) -> Response:
-        body, _step, early = await self._begin(request, anthropic=False)
-        if early is not None:
-            return early
-        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [
-            {"object": "embedding", "index": i, "embedding": fake_embedding(str(t))}
-            for i, t in enumerate(inputs)
-        ]
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": data,
-                "model": body.get("model"),
-                "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
-            }
-        )
+        return answer
 
     async def _models(self, request: Request) -> Response:
         self.requests.append(Recorded(request.url.path, dict(request.headers), None))
@@ -355,127 +203,12 @@ class FakeUpstream:
             }
         )
 
-    # -- Anthropic -------------------------------------------------------------------------------
-
     async def _messages(self, request: Request) -> Response:
         body, step, early = await self._begin(request, anthropic=True)
         if early is not None:
             return early
-        for key in ANTHROPIC_SAMPLING:
-            if key in body:
-                return self._error(
-                    400, f"{key}: Extra inputs are not permitted", True, "invalid_request_error"
-                )
-        if "max_tokens" not in body:
-            return self._error(400, "max_tokens: Field required", True, "invalid_request_error")
-        text = _last_user_text(
-            [{"role": m["role"], "content": m["content"]} for m in body.get("messages", [])]
-        )
-        tools = body.get("tools") or []
-        forced = (body.get("tool_choice") or {}).get("type") in ("any", "tool")
-        use_tool = bool(tools) and (forced or text.startswith("tool:"))
-        model = body.get("model", "claude-fake")
-        usage = {"input_tokens": 10, "output_tokens": 3, "cache_read_input_tokens": 2}
-        if use_tool:
-            content: list[dict[str, Any]] = [
-                {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": tools[0]["name"],
-                    "input": {"echo": text},
-                }
-            ]
-            stop_reason = "tool_use"
-        else:
-            content = [{"type": "text", "text": f"echo: {text}"}]
-            stop_reason = "end_turn"
-        if not body.get("stream"):
-            return JSONResponse(
-                {
-                    "id": "msg_fake",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": content,
-                    "stop_reason": stop_reason,
-                    "stop_sequence": None,
-                    "usage": usage,
-                }
-            )
-
-        def event(kind: str, data: dict[str, Any]) -> bytes:
-            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
-
-        events = [
-            event(
-                "message_start",
-                {
-                    "message": {
-                        "id": "msg_fake",
-                        "type": "message",
-                        "role": "assistant",
-                        "model": model,
-                        "content": [],
-                        "stop_reason": None,
-                        "stop_sequence": None,
-                        "usage": {
-                            "input_tokens": 10,
-                            "output_tokens": 1,
-                            "cache_read_input_tokens": 2,
-                        },
-                    }
-                },
-            ),
-            event("ping", {}),
-        ]
-        if use_tool:
-            block = content[0]
-            events.append(
-                event(
-                    "content_block_start",
-                    {
-                        "index": 0,
-                        "content_block": {
-                            "type": "tool_use",
-                            "id": block["id"],
-                            "name": block["name"],
-                            "input": {},
-                        },
-                    },
-                )
-            )
-            args = json.dumps(block["input"])
-            half = len(args) // 2
-            for part in (args[:half], args[half:]):
-                events.append(
-                    event(
-                        "content_block_delta",
-                        {"index": 0, "delta": {"type": "input_json_delta", "partial_json": part}},
-                    )
-                )
-        else:
-            events.append(
-                event(
-                    "content_block_start",
-                    {"index": 0, "content_block": {"type": "text", "text": ""}},
-                )
-            )
-            for w in _words(content[0]["text"]):
-                events.append(
-                    event(
-                        "content_block_delta",
-                        {"index": 0, "delta": {"type": "text_delta", "text": w}},
-                    )
-                )
-        events.append(event("content_block_stop", {"index": 0}))
-        events.append(
-            event(
-                "message_delta",
-                {
-                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                    "usage": {"output_tokens": 3},
-                },
-            )
-        )
-        events.append(event("message_stop", {}))
-        return self._sse(events, step)
+        refusal = replies.anthropic_refusal(body)
+        if refusal is not None:
+            return self._error(400, refusal, True, "invalid_request_error")
+        reply = replies.anthropic_message(body)
+        return JSONResponse(reply) if isinstance(reply, dict) else self._sse(reply, step)

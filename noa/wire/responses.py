@@ -87,14 +87,32 @@ def chat_chunk(
     return body
 
 
-def normalize_chat_completion(body: dict[str, Any], model: str | None = None) -> dict[str, Any]:
-    """Fill the fields OpenAI's schema requires; optionally report ``model`` as NOA's id."""
-    body.setdefault("object", "chat.completion")
+def text_chunk(*, id: str, model: str, created: int) -> dict[str, Any]:
+    """A ``text_completion`` stream chunk with no choices (a usage chunk once usage is added)."""
+    return {
+        "id": id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [],
+    }
+
+
+def _stamp(body: dict[str, Any], kind: str, model: str | None) -> list[dict[str, Any]]:
+    """The fields every body and chunk has; its choices, each with its ``index``."""
+    body.setdefault("object", kind)
     body.setdefault("created", int(time.time()))
     if model is not None:
         body["model"] = model
-    for i, choice in enumerate(body.get("choices") or []):
+    choices: list[dict[str, Any]] = body.get("choices") or []
+    for i, choice in enumerate(choices):
         choice.setdefault("index", i)
+    return choices
+
+
+def normalize_chat_completion(body: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+    """Fill the fields OpenAI's schema requires; optionally report ``model`` as NOA's id."""
+    for choice in _stamp(body, "chat.completion", model):
         choice.setdefault("logprobs", None)
         choice.setdefault("finish_reason", "stop")
         message = choice.setdefault("message", {})
@@ -105,28 +123,16 @@ def normalize_chat_completion(body: dict[str, Any], model: str | None = None) ->
 
 
 def normalize_chat_chunk(body: dict[str, Any], model: str | None = None) -> dict[str, Any]:
-    body.setdefault("object", "chat.completion.chunk")
-    body.setdefault("created", int(time.time()))
-    if model is not None:
-        body["model"] = model
-    choices = body.get("choices")
-    if choices is None:
+    for choice in _stamp(body, "chat.completion.chunk", model):
+        choice.setdefault("delta", {})
+        choice.setdefault("finish_reason", None)
+    if body.get("choices") is None:
         body["choices"] = []
-    else:
-        for i, choice in enumerate(choices):
-            choice.setdefault("index", i)
-            choice.setdefault("delta", {})
-            choice.setdefault("finish_reason", None)
     return body
 
 
 def normalize_completion(body: dict[str, Any], model: str | None = None) -> dict[str, Any]:
-    body.setdefault("object", "text_completion")
-    body.setdefault("created", int(time.time()))
-    if model is not None:
-        body["model"] = model
-    for i, choice in enumerate(body.get("choices") or []):
-        choice.setdefault("index", i)
+    for choice in _stamp(body, "text_completion", model):
         choice.setdefault("logprobs", None)
         choice.setdefault("finish_reason", "stop")
         choice.setdefault("text", "")
@@ -134,12 +140,7 @@ def normalize_completion(body: dict[str, Any], model: str | None = None) -> dict
 
 
 def normalize_completion_chunk(body: dict[str, Any], model: str | None = None) -> dict[str, Any]:
-    body.setdefault("object", "text_completion")
-    body.setdefault("created", int(time.time()))
-    if model is not None:
-        body["model"] = model
-    for i, choice in enumerate(body.get("choices") or []):
-        choice.setdefault("index", i)
+    for choice in _stamp(body, "text_completion", model):
         choice.setdefault("logprobs", None)
         choice.setdefault("finish_reason", None)
         choice.setdefault("text", "")

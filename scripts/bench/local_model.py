@@ -26,7 +26,7 @@ Sample = tuple[float, int, float]  # (time to first token s, tokens, decode time
 
 DIRECT = r"""
 import json, os, sys, time, llama_cpp
-from noa.providers.llamacpp_models import bundled_model_path
+from noa.providers.llamacpp.models import bundled_model_path
 messages, max_tokens = json.loads(sys.argv[1]), int(sys.argv[2])
 llm = llama_cpp.Llama(str(bundled_model_path()), n_ctx=4096, n_threads=os.cpu_count(),
                       n_threads_batch=os.cpu_count(), n_batch=512, verbose=False)

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import yaml
 
+from deployments.serve_cluster import ServeCluster
 from noa.testing.ports import free_port
-from noa.testing.serve_cluster import ServeCluster
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from deployments.serve_cluster import ServeCluster
 from noa.testing.fake_upstream import FakeUpstream
-from noa.testing.serve_cluster import ServeCluster
 
 MASTER_KEY = "noa-e2e-master-key"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deployments.serve_cluster import ServeCluster
 from noa.testing.fake_upstream import FakeUpstream, Step
-from noa.testing.serve_cluster import ServeCluster
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from noa.testing.serve_cluster import ServeCluster
+from deployments.serve_cluster import ServeCluster
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from noa.testing.serve_cluster import ServeCluster
+from deployments.serve_cluster import ServeCluster
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from deployments.serve_cluster import ServeCluster
 from noa.testing.fake_upstream import FakeUpstream, Step
-from noa.testing.serve_cluster import ServeCluster
 
 pytestmark = pytest.mark.e2e
 MSG = [{"role": "user", "content": "hello"}]

@@ -14,8 +14,8 @@ import openai
 import pytest
 from openapi import validate
 
+from deployments.serve_cluster import ServeCluster
 from noa.testing.fake_upstream import FakeUpstream
-from noa.testing.serve_cluster import ServeCluster
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from databases import fresh_postgres
 
-from noa.db import Database, connect
-from noa.migrations import migrate
+from noa.storage.db import Database, connect
+from noa.storage.migrations import migrate
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

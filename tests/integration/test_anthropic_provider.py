@@ -5,8 +5,9 @@ from openapi import validate
 
 from noa import errors
 from noa.config import AnthropicProviderConfig
-from noa.providers.anthropic_provider import AnthropicProvider
+from noa.providers.anthropic import AnthropicProvider
 from noa.testing.fake_upstream import FakeUpstream, Step
+from noa.wire.operations import Operation
 
 MSG = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
 TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
@@ -25,7 +26,9 @@ def provider(
 async def test_chat_translates_both_ways(
     provider: AnthropicProvider, fake: FakeUpstream, upstream_key: str
 ) -> None:
-    body = await provider.chat({"messages": MSG, "temperature": 0.7, "stop": ["X"]}, "claude-t")
+    body = await provider.call(
+        Operation.CHAT, {"messages": MSG, "temperature": 0.7, "stop": ["X"]}, "claude-t"
+    )
     validate("CreateChatCompletionResponse", body)
     assert body["choices"][0]["message"]["content"] == "echo: hello there"
     assert body["usage"] == {
@@ -44,13 +47,16 @@ async def test_chat_translates_both_ways(
 
 
 async def test_stream_and_tool_calls(provider: AnthropicProvider) -> None:
-    chunks = [c async for c in provider.stream_chat({"messages": MSG, "stream": True}, "c")]
+    chunks = [
+        c async for c in provider.stream(Operation.CHAT, {"messages": MSG, "stream": True}, "c")
+    ]
     for c in chunks:
         validate("CreateChatCompletionStreamResponse", c)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "echo: hello there"
     assert chunks[-1]["usage"]["completion_tokens"] == 3
-    body = await provider.chat(
+    body = await provider.call(
+        Operation.CHAT,
         {
             "messages": [{"role": "user", "content": "x"}],
             "tools": [TOOL],
@@ -80,13 +86,13 @@ async def test_failures(
     fake.script.append(step)
     with pytest.raises(error) as info:
         if step.cut_after is not None:
-            async for _ in provider.stream_chat({"messages": MSG, "stream": True}, "c"):
+            async for _ in provider.stream(Operation.CHAT, {"messages": MSG, "stream": True}, "c"):
                 pass
         else:
-            await provider.chat({"messages": MSG}, "c")
+            await provider.call(Operation.CHAT, {"messages": MSG}, "c")
     assert type(info.value) is error and info.value.provider == "anthropic"
 
 
 async def test_no_completions_or_embeddings(provider: AnthropicProvider) -> None:
     with pytest.raises(errors.InvalidRequestError, match="does not support embeddings"):
-        await provider.embeddings({"input": "x"}, "c")
+        await provider.call(Operation.EMBEDDINGS, {"input": "x"}, "c")

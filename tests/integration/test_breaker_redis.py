@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as redis
 from test_cache_stores import PrivateRedis, service
 
-from noa.breaker_hub import BreakerHub
-from noa.breaker_redis import KEY, PROBE, RedisBreakerRelay
+from noa.routing.breakers.hub import BreakerHub
+from noa.routing.breakers.redis import KEY, PROBE, RedisBreakerRelay, RelayOutbox
 
 App = tuple[BreakerHub, RedisBreakerRelay]
 
@@ -28,9 +28,11 @@ class Apps:
         self.relays: list[RedisBreakerRelay] = []
 
     async def start(self, *, wait: bool = True) -> App:
-        hub = BreakerHub()
-        relay = RedisBreakerRelay(hub, self.url, origin=uuid.uuid4().hex, retry_s=0.05)
-        hub.on_report = relay.forward
+        outbox = RelayOutbox()
+        hub = BreakerHub(on_report=outbox.put)
+        relay = RedisBreakerRelay(
+            hub, self.url, origin=uuid.uuid4().hex, outbox=outbox, retry_s=0.05
+        )
         relay.start()
         self.relays.append(relay)
         if wait:

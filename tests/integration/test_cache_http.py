@@ -17,7 +17,7 @@ import httpx
 import pytest
 from test_cache_stores import PrivateRedis
 
-from noa import assembly
+from noa.build.gateway import inprocess_service
 from noa.config import parse_config
 from noa.http.app import create_app
 from noa.testing.fake_upstream import FakeUpstream, Step
@@ -45,7 +45,7 @@ class Gateway:
                 "cache": cache,
             }
         )
-        self.service = assembly.inprocess_service(config, upstream_env)
+        self.service = inprocess_service(config, upstream_env)
         self.server = ServerThread(create_app(self.service, master_key=KEY)).start()
         self.http = httpx.Client(
             base_url=self.server.base_url, headers={"authorization": f"Bearer {KEY}"}, timeout=30

@@ -16,11 +16,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from clocks import ManualClock
 
-from noa.cache_redis import FLIGHT, PREFIX, RedisTier
-from noa.cache_sql import SqlTier
-from noa.cache_store import TtlLru
-from noa.cache_tiers import MemoryTier, TieredCache
+from noa.cache.memory import MemoryTier, TtlLru
+from noa.cache.redis import FLIGHT, PREFIX, RedisTier
+from noa.cache.sql import SqlTier
+from noa.cache.tiers import TieredCache
+from noa.storage.db import LazyDatabase
+from noa.storage.migrations import migrate
 from noa.testing.ports import free_port
 
 
@@ -31,12 +34,8 @@ def service(name: str) -> str:
     return value
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+class Clock(ManualClock):
+    start = 1_000_000.0
 
 
 class PrivateRedis:
@@ -102,10 +101,12 @@ async def open_sql(store: str, tmp_path: Path) -> tuple[SqlTier, Clock]:
     """An empty cache table in PostgreSQL, or a new SQLite file; at most 5 entries kept."""
     clock = Clock()
     if store == "sqlite":
-        return SqlTier(f"sqlite:///{tmp_path}/cache.db", max_entries=5, clock=clock), clock
-    tier = SqlTier(service("NOA_TEST_POSTGRES_DSN"), max_entries=5, clock=clock)
-    conn = await tier._connection()
-    await conn.execute("TRUNCATE noa_response_cache")
+        db = LazyDatabase(f"sqlite:///{tmp_path}/cache.db", migrate)
+        return SqlTier(db, max_entries=5, clock=clock), clock
+    tier = SqlTier(
+        LazyDatabase(service("NOA_TEST_POSTGRES_DSN"), migrate), max_entries=5, clock=clock
+    )
+    await tier.db.execute("TRUNCATE noa_response_cache")
     return tier, clock
 
 
@@ -113,14 +114,14 @@ async def open_sql(store: str, tmp_path: Path) -> tuple[SqlTier, Clock]:
 async def pg_tier(tmp_path: Path) -> AsyncIterator[tuple[SqlTier, Clock]]:
     tier, clock = await open_sql("postgres", tmp_path)
     yield tier, clock
-    await tier.aclose()
+    await tier.db.close()
 
 
 @pytest.fixture
 async def sqlite_tier(tmp_path: Path) -> AsyncIterator[tuple[SqlTier, Clock]]:
     tier, clock = await open_sql("sqlite", tmp_path)
     yield tier, clock
-    await tier.aclose()
+    await tier.db.close()
 
 
 def key() -> str:
@@ -176,7 +177,7 @@ async def test_sql_round_trip_expiry_and_size_bound(store: str, tmp_path: Path) 
         await tier.set(f"k{i}", str(i).encode(), 100)
     await tier.prune()
     kept = [i for i in range(8) if await tier.get(f"k{i}") is not None]
-    await tier.aclose()
+    await tier.db.close()
     assert kept == [3, 4, 5, 6, 7]  # the newest max_entries
 
 
@@ -219,7 +220,7 @@ async def test_redis_killed_mid_test_degrades_to_the_other_tiers(
 
 
 async def test_a_database_that_is_down_costs_only_its_tier() -> None:
-    dead = SqlTier(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
+    dead = SqlTier(LazyDatabase(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres", migrate))
     cache = TieredCache([MemoryTier(TtlLru(10, 60), 60), dead], [60, 600])
     await cache.set("k", b"v")
     assert await cache.get("k") is not None

@@ -11,10 +11,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from noa import assembly
+from noa.build import gateway
 from noa.config import parse_config
 from noa.http.app import create_app
-from noa.metrics import Metrics
 from noa.testing.server import ServerThread
 
 KEY = "dashboard-master-key"
@@ -43,9 +42,8 @@ def test_the_dashboard_signs_in_and_shows_live_numbers(
     page: Page, upstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     config = parse_config({"providers": {"openai": {"kind": "openai"}}})
-    service, access = assembly.inprocess(config, {**upstream_env, "NOA_MASTER_KEY": KEY})
-    metrics = Metrics()
-    access.accounting.metrics = metrics  # as the Gateway wires it
+    parts = gateway.inprocess(config, {**upstream_env, "NOA_MASTER_KEY": KEY})
+    service, access, metrics = parts.service, parts.access, parts.metrics  # as the Gateway's
     app = create_app(service, auth=access.auth, admin=access.admin, metrics=metrics)
     server = ServerThread(app).start()
     try:

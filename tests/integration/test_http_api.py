@@ -14,7 +14,7 @@ import openai
 import pytest
 from openapi import validate
 
-from noa import assembly
+from noa.build import gateway
 from noa.config import parse_config
 from noa.http.app import create_app
 from noa.testing.fake_upstream import FakeUpstream, Step
@@ -38,7 +38,7 @@ def noa_url(tiny_gguf: Path, upstream_env: dict[str, str]) -> Iterator[str]:
             },
         }
     )
-    service = assembly.inprocess_service(config, upstream_env)
+    service = gateway.inprocess_service(config, upstream_env)
     server = ServerThread(create_app(service, master_key=KEY, max_body_bytes=LIMIT)).start()
     yield server.base_url
     server.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from databases import fresh_database_url
 
-from noa import cli
+from noa.cli import main as cli
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

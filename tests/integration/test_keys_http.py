@@ -14,7 +14,7 @@ import httpx
 import pytest
 from databases import fresh_database_url
 
-from noa import assembly
+from noa.build import gateway
 from noa.config import parse_config
 from noa.http.app import create_app
 from noa.testing.fake_upstream import FakeUpstream
@@ -38,7 +38,8 @@ class Replica:
                 "usage": {"flush_interval_s": 3600},  # tests flush explicitly
             }
         )
-        self.service, self.access = assembly.inprocess(config, env)
+        parts = gateway.inprocess(config, env)
+        self.service, self.access = parts.service, parts.access
         app = create_app(self.service, auth=self.access.auth, admin=self.access.admin)
         self.server = ServerThread(app).start()
         self.url = self.server.base_url

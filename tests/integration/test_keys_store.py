@@ -6,19 +6,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from clocks import ManualClock
 from databases import fresh_postgres
 
-from noa.db import Database, connect
-from noa.keys import KeyHasher, KeyStore, Limits, TeamStore
-from noa.migrations import MIGRATIONS, Migration, current_version, migrate
+from noa.access.keys import KeyHasher, KeyStore, Limits, TeamStore
+from noa.storage.db import Database, connect
+from noa.storage.migrations import MIGRATIONS, Migration, current_version, migrate
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+class Clock(ManualClock):
+    start = 1_700_000_000.0
 
 
 HASHER = KeyHasher(b"server-secret-for-tests-0123456789")

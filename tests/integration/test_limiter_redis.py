@@ -10,19 +10,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from clocks import ManualClock
 from test_cache_stores import PrivateRedis
 
+from noa.access.limiter import FailoverLimiter, Limiter, LocalLimiter, RedisLimiter
+from noa.access.limits import Reserve, Take
 from noa.errors import ServiceUnavailableError
-from noa.limiter import FailoverLimiter, Limiter, LocalLimiter, RedisLimiter
-from noa.limits import Reserve, Take
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+class Clock(ManualClock):
+    start = 1_700_000_000.0
 
 
 def redis_url() -> str:

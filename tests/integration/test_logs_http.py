@@ -11,10 +11,10 @@ import httpx
 import orjson
 import pytest
 
-from noa import assembly
+from noa.build import gateway
 from noa.config import parse_config
 from noa.http.app import create_app
-from noa.logs import JsonFormatter
+from noa.observability.logs import JsonFormatter
 from noa.testing.fake_upstream import FakeUpstream, Step
 from noa.testing.server import ServerThread
 
@@ -41,7 +41,7 @@ def test_no_secret_or_email_reaches_the_logs_and_failures_carry_their_id(
     upstream_env: dict[str, str], fake: FakeUpstream, lines: io.StringIO
 ) -> None:
     config = parse_config({"routing": {"retries": 0}, "providers": {"openai": {"kind": "openai"}}})
-    service = assembly.inprocess_service(config, upstream_env)
+    service = gateway.inprocess_service(config, upstream_env)
     server = ServerThread(create_app(service, master_key=KEY)).start()
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as client:

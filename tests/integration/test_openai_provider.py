@@ -5,8 +5,9 @@ from openapi import validate
 
 from noa import errors
 from noa.config import OpenAIProviderConfig
-from noa.providers.openai_provider import OpenAIProvider
+from noa.providers.openai import OpenAIProvider
 from noa.testing.fake_upstream import FakeUpstream, Step
+from noa.wire.operations import Operation
 
 MSG = [{"role": "user", "content": "hello there"}]
 
@@ -25,7 +26,8 @@ def provider(fake: FakeUpstream, upstream_key: str, transport: str) -> OpenAIPro
 async def test_chat_forwards_the_body_and_returns_the_upstream_json(
     provider: OpenAIProvider, fake: FakeUpstream, upstream_key: str
 ) -> None:
-    body = await provider.chat(
+    body = await provider.call(
+        Operation.CHAT,
         {"messages": MSG, "temperature": 0.3, "seed": 7, "user": "u", "custom_extra": {"a": 1}},
         "gpt-test",
     )
@@ -47,7 +49,9 @@ async def test_chat_forwards_the_body_and_returns_the_upstream_json(
 async def test_stream_asks_for_usage_and_yields_chunks(
     provider: OpenAIProvider, fake: FakeUpstream
 ) -> None:
-    chunks = [c async for c in provider.stream_chat({"messages": MSG, "stream": True}, "gpt")]
+    chunks = [
+        c async for c in provider.stream(Operation.CHAT, {"messages": MSG, "stream": True}, "gpt")
+    ]
     for c in chunks:
         validate("CreateChatCompletionStreamResponse", c)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
@@ -58,7 +62,8 @@ async def test_stream_asks_for_usage_and_yields_chunks(
 
 async def test_tools_pass_through(provider: OpenAIProvider, fake: FakeUpstream) -> None:
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
-    body = await provider.chat(
+    body = await provider.call(
+        Operation.CHAT,
         {
             "messages": MSG,
             "tools": [tool],
@@ -74,11 +79,16 @@ async def test_tools_pass_through(provider: OpenAIProvider, fake: FakeUpstream) 
 
 
 async def test_completions_and_embeddings(provider: OpenAIProvider, fake: FakeUpstream) -> None:
-    body = await provider.completion({"prompt": "say"}, "gpt-instruct")
+    body = await provider.call(Operation.COMPLETIONS, {"prompt": "say"}, "gpt-instruct")
     validate("CreateCompletionResponse", body)
-    chunks = [c async for c in provider.stream_completion({"prompt": "say", "stream": True}, "g")]
+    chunks = [
+        c
+        async for c in provider.stream(
+            Operation.COMPLETIONS, {"prompt": "say", "stream": True}, "g"
+        )
+    ]
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "echo: say"
-    emb = await provider.embeddings({"input": ["a", "b"]}, "embed")
+    emb = await provider.call(Operation.EMBEDDINGS, {"input": ["a", "b"]}, "embed")
     validate("CreateEmbeddingResponse", emb)
     assert len(emb["data"]) == 2 and isinstance(emb["data"][0]["embedding"][0], float)
     assert fake.requests[-1].body["encoding_format"] == "float"
@@ -102,7 +112,7 @@ async def test_upstream_failures_become_noa_errors(
 ) -> None:
     fake.script.append(step)
     with pytest.raises(error) as info:
-        await provider.chat({"messages": MSG}, "gpt")
+        await provider.call(Operation.CHAT, {"messages": MSG}, "gpt")
     assert type(info.value) is error
     assert info.value.provider == "openai"
     assert info.value.retry_after == retry_after
@@ -113,7 +123,7 @@ async def test_stream_cut_before_done_is_an_error(
 ) -> None:
     fake.script.append(Step(cut_after=2))
     with pytest.raises(errors.UpstreamError, match="without \\[DONE\\]"):
-        async for _ in provider.stream_chat({"messages": MSG, "stream": True}, "gpt"):
+        async for _ in provider.stream(Operation.CHAT, {"messages": MSG, "stream": True}, "gpt"):
             pass
 
 
@@ -128,7 +138,7 @@ async def test_timeouts_and_connection_errors(
     )
     fake.script.append(Step(delay_s=1.0))
     with pytest.raises(errors.UpstreamTimeoutError):
-        await slow.chat({"messages": MSG}, "gpt")
+        await slow.call(Operation.CHAT, {"messages": MSG}, "gpt")
     dead = OpenAIProvider.from_config(
         "openai",
         OpenAIProviderConfig(max_retries=0, transport=transport),
@@ -136,7 +146,7 @@ async def test_timeouts_and_connection_errors(
         "http://127.0.0.1:9/v1",
     )
     with pytest.raises(errors.UpstreamError, match="could not be reached"):
-        await dead.chat({"messages": MSG}, "gpt")
+        await dead.call(Operation.CHAT, {"messages": MSG}, "gpt")
 
 
 async def test_health_probe_costs_no_tokens(provider: OpenAIProvider, fake: FakeUpstream) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import httpx
 
-from noa import assembly
+from noa.build import gateway
 from noa.config import parse_config
-from noa.db import LazyDatabase
-from noa.dependencies import DependencyChecks
 from noa.http.app import create_app
-from noa.migrations import migrate
+from noa.observability.dependencies import DependencyChecks
+from noa.storage.db import LazyDatabase
+from noa.storage.migrations import migrate
 from noa.testing.fake_upstream import FakeUpstream
 from noa.testing.ports import free_port
 from noa.testing.server import ServerThread
@@ -19,7 +19,7 @@ def test_process_probes_answer_without_touching_a_provider(
     upstream_env: dict[str, str], fake: FakeUpstream
 ) -> None:
     config = parse_config({"providers": {"openai": {"kind": "openai"}}})
-    service = assembly.inprocess_service(config, upstream_env)
+    service = gateway.inprocess_service(config, upstream_env)
     server = ServerThread(create_app(service, master_key="k")).start()
     try:
         for path in ("/health", "/health/live", "/health/startup", "/health/detailed"):

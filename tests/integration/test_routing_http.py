@@ -13,11 +13,11 @@ import httpx
 import openai
 import pytest
 
-from noa import assembly
-from noa.breaker import State
+from noa.build import providers, routing
 from noa.config import parse_config
 from noa.http.app import create_app
-from noa.router import Router
+from noa.routing.breakers.board import State
+from noa.routing.router import Router
 from noa.service import NoaService
 from noa.testing.fake_upstream import FakeUpstream, Step
 from noa.testing.server import ServerThread
@@ -86,8 +86,8 @@ def noa(
         }
     )
     env = {"OPENAI_API_KEY": upstream_key, "ANTHROPIC_API_KEY": upstream_key}
-    router = assembly.router(config, assembly.cloud_providers(config, env), env)
-    service = NoaService(router, router.registry)
+    router = routing.router(config, providers.cloud_providers(config, env))
+    service = NoaService(router, routing.registry(config, env))
     server = ServerThread(create_app(service, master_key=KEY)).start()
     yield server.base_url, router
     server.stop()

@@ -8,13 +8,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from noa import assembly
+from noa.build import providers, routing
 from noa.config import parse_config
 from noa.http.app import create_app
+from noa.observability.tracing import Tracing, from_environment
 from noa.service import NoaService
 from noa.testing.fake_upstream import FakeUpstream, Step
 from noa.testing.server import ServerThread
-from noa.tracing import Tracing, from_environment
 
 KEY = "tracing-master-key"
 
@@ -27,9 +27,9 @@ def test_a_request_is_one_trace_named_by_its_correlation_id(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing = Tracing(provider)
     config = parse_config({"routing": {"retries": 0}, "providers": {"openai": {"kind": "openai"}}})
-    providers = assembly.cloud_providers(config, upstream_env)
-    router = assembly.router(config, providers, upstream_env, tracing=tracing)
-    service = NoaService(router, router.registry, tracing=tracing)
+    clients = providers.cloud_providers(config, upstream_env)
+    router = routing.router(config, clients, tracing=tracing)
+    service = NoaService(router, routing.registry(config, upstream_env), tracing=tracing)
     server = ServerThread(create_app(service, master_key=KEY, tracing=tracing)).start()
     body = {"model": "openai/gpt-t", "messages": [{"role": "user", "content": "trace me"}]}
     auth = {"authorization": f"Bearer {KEY}"}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from noa.db import Database, connect
-from noa.migrations import migrate
-from noa.usage import UsageQueries, UsageRecord, UsageRecorder
+from noa.storage.db import Database, connect
+from noa.storage.migrations import migrate
+from noa.storage.usage import UsageQueries, UsageRecord, UsageRecorder
 
 DAY = 86_400.0
 T0 = 1_763_856_000.0  # 2025-11-23 00:00:00 UTC

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from noa.db import Database, PostgresDatabase, connect
+from noa.storage.db import Database, PostgresDatabase, connect
 
 
 def postgres_dsn() -> str:

@@ -5,34 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import jwt
 import pytest
+from clocks import ManualClock
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from noa.accounting import Accounting
-from noa.admission import Gatekeeper, duration, period_bounds
+from noa.access.accounting import Accounting, Meter
+from noa.access.admission import Gatekeeper, duration, period_bounds
+from noa.access.identity import MASTER, Authenticator, JwtVerifier, MasterKey, Principal
+from noa.access.keys import Limits
+from noa.access.limiter import LocalLimiter
 from noa.config import JwtConfig, parse_config
 from noa.errors import AuthenticationError, PermissionDeniedError, RateLimitError
-from noa.http.auth import MasterKey
-from noa.identity import MASTER, Authenticator, JwtVerifier, Principal
-from noa.keys import Limits
-from noa.limiter import LocalLimiter
-from noa.metrics import Metrics
-from noa.registry import ModelRegistry, ProviderInfo
-from noa.router import RouteInfo
+from noa.observability.metrics import Metrics
+from noa.routing.plan import Plan
+from noa.routing.registry import ModelRegistry, ProviderInfo
+from noa.routing.results import RouteInfo
+from noa.wire.operations import Operation
 
 T0 = 1_763_856_000.0  # 2025-11-23 00:00:00 UTC, a Sunday
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0 + 3600
-
-    def __call__(self) -> float:
-        return self.now
+class Clock(ManualClock):
+    start = T0 + 3600
 
 
 def registry() -> ModelRegistry:
@@ -66,7 +65,7 @@ def keeper(clock: Clock, spent: float = 0.0, **limits: Limits) -> Gatekeeper:
         return spent
 
     model_limits = {"gpt": Limits(rpm=1000), **limits}
-    return Gatekeeper(LocalLimiter(clock), registry(), model_limits, spend, clock=clock)
+    return Gatekeeper(LocalLimiter(clock), model_limits, spend, clock=clock)
 
 
 def key(**fields: Any) -> Principal:
@@ -75,6 +74,21 @@ def key(**fields: Any) -> Principal:
 
 def body(model: str = "gpt", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "x" * 400}], **extra}
+
+
+def plan(request: dict[str, Any]) -> Plan:
+    return registry().plan(Operation.CHAT, request)
+
+
+def route_of(upstream: str, *fields: Any, **more: Any) -> RouteInfo:
+    """What the router reports when the candidate ``upstream`` of model gpt answered (its
+    price included)."""
+    (candidate,) = [c for c in plan(body()).target.candidates if c.upstream == upstream]
+    return replace(
+        RouteInfo.of(candidate),
+        **dict(zip(("attempts", "fallbacks"), fields, strict=False)),
+        **more,
+    )
 
 
 def test_periods_and_durations() -> None:
@@ -88,12 +102,12 @@ def test_periods_and_durations() -> None:
 
 
 async def test_the_master_key_on_an_unlimited_model_skips_the_limiter() -> None:
-    assert await keeper(Clock()).admit(MASTER, "chat", body("free"), False) is None
+    assert await keeper(Clock()).admit(MASTER, plan(body("free"))) is None
 
 
 async def test_models_outside_the_allowed_list_are_403() -> None:
     with pytest.raises(PermissionDeniedError) as denied:
-        await keeper(Clock()).admit(key(models=frozenset({"free"})), "chat", body(), False)
+        await keeper(Clock()).admit(key(models=frozenset({"free"})), plan(body()))
     assert denied.value.status_code == 403 and denied.value.code == "model_not_allowed"
 
 
@@ -101,39 +115,39 @@ async def test_requests_per_minute_with_headers_and_retry_after() -> None:
     clock = Clock()
     gate = keeper(clock)
     principal = key(limits=Limits(rpm=2))
-    first = await gate.admit(principal, "chat", body(max_tokens=10), False)
+    first = await gate.admit(principal, plan(body(max_tokens=10)))
     assert first is not None
     assert first.headers["x-ratelimit-limit-requests"] == "2"
     assert first.headers["x-ratelimit-remaining-requests"] == "1"
     assert first.headers["x-ratelimit-reset-requests"] == "30s"
-    await gate.admit(principal, "chat", body(max_tokens=10), False)
+    await gate.admit(principal, plan(body(max_tokens=10)))
     with pytest.raises(RateLimitError) as limited:
-        await gate.admit(principal, "chat", body(max_tokens=10), False)
+        await gate.admit(principal, plan(body(max_tokens=10)))
     assert limited.value.status_code == 429
     assert limited.value.headers()["retry-after"] == "30"
     assert limited.value.code == "requests_rate_limit_exceeded"
     clock.now += 30
-    assert await gate.admit(principal, "chat", body(max_tokens=10), False) is not None
+    assert await gate.admit(principal, plan(body(max_tokens=10))) is not None
 
 
 async def test_team_limits_are_shared_by_its_keys() -> None:
     gate = keeper(Clock())
     a = Principal("key", "key_a", team="red", team_limits=Limits(rpm=1))
     b = Principal("key", "key_b", team="red", team_limits=Limits(rpm=1))
-    await gate.admit(a, "chat", body(), False)
+    await gate.admit(a, plan(body()))
     with pytest.raises(RateLimitError, match="team `red`"):
-        await gate.admit(b, "chat", body(), False)
+        await gate.admit(b, plan(body()))
 
 
 async def test_tokens_are_reserved_then_reconciled() -> None:
     clock = Clock()
     gate = keeper(clock)
     principal = key(limits=Limits(tpm=1000))
-    ticket = await gate.admit(principal, "chat", body(max_tokens=399), False)  # 101 + 399
+    ticket = await gate.admit(principal, plan(body(max_tokens=399)))  # 101 + 399
     assert ticket is not None and ticket.headers["x-ratelimit-remaining-tokens"] == "500"
-    route = RouteInfo("gpt", "openai", "cheap")
+    route = route_of("cheap")
     await gate.settle(ticket, route, {"prompt_tokens": 101, "completion_tokens": 9})
-    again = await gate.admit(principal, "chat", body(max_tokens=399), False)
+    again = await gate.admit(principal, plan(body(max_tokens=399)))
     assert again is not None and again.headers["x-ratelimit-remaining-tokens"] == "390"
 
 
@@ -141,15 +155,15 @@ async def test_budget_reservation_at_the_highest_price_and_cost_at_the_actual_on
     clock = Clock()
     gate = keeper(clock, spent=0.0)
     principal = key(limits=Limits(budget_usd=0.02, budget_period="day"))
-    ticket = await gate.admit(principal, "chat", body(max_tokens=100), False)
+    ticket = await gate.admit(principal, plan(body(max_tokens=100)))
     assert ticket is not None
     # reserved at the dearest entry: 101 * 10 + 100 * 30 = 4010 micro-dollars
     assert ticket.dollars_reserved == pytest.approx(0.00401)
     cost = await gate.settle(
-        ticket, RouteInfo("gpt", "openai", "cheap"), {"prompt_tokens": 100, "completion_tokens": 50}
+        ticket, route_of("cheap"), {"prompt_tokens": 100, "completion_tokens": 50}
     )
     assert cost == pytest.approx((100 * 1 + 50 * 2) / 1e6)  # the cheap entry answered
-    cached = RouteInfo("gpt", "openai", "cheap", 0, 0, cache="hit-l1")
+    cached = route_of("cheap", 0, 0, cache="hit-l1")
     assert gate.cost(cached, {"prompt_tokens": 100, "completion_tokens": 50}) == (0, 0, 0.0)
 
 
@@ -157,11 +171,11 @@ async def test_fifty_concurrent_requests_overspend_by_at_most_one_reservation() 
     clock = Clock()
     gate = keeper(clock, spent=0.01)  # spent earlier today (the usage records say)
     principal = key(limits=Limits(budget_usd=0.05, budget_period="day"))
-    route = RouteInfo("gpt", "openai", "dear")
+    route = route_of("dear")
 
     async def one() -> float:
         try:
-            ticket = await gate.admit(principal, "chat", body(max_tokens=100), False)
+            ticket = await gate.admit(principal, plan(body(max_tokens=100)))
         except RateLimitError as e:
             assert e.code == "budget_exceeded"
             return 0.0
@@ -181,7 +195,7 @@ async def test_a_revoked_key_is_refused_by_the_shared_limiter() -> None:
     gate = keeper(clock)
     await gate.limiter.revoke("key_1")
     with pytest.raises(AuthenticationError, match="revoked"):
-        await gate.admit(key(), "chat", body(), False)
+        await gate.admit(key(), plan(body()))
 
 
 def rsa_pair() -> tuple[Any, str]:
@@ -266,7 +280,7 @@ class CountingKeys:
     """A key store that counts its reads (``verify``) and can revoke."""
 
     def __init__(self) -> None:
-        from noa.keys import ApiKey, KeyHasher
+        from noa.access.keys import ApiKey, KeyHasher
 
         self.hasher = KeyHasher(b"0123456789abcdef0123")
         self.reads = 0
@@ -303,14 +317,15 @@ async def test_settled_answers_feed_the_provider_metrics_but_cache_hits_do_not()
     accounting = Accounting(keeper(clock), clock=clock, metrics=metrics)
     principal = key(limits=Limits(tpm=10_000))
     usage = {"prompt_tokens": 100, "completion_tokens": 50}
-    ticket = await accounting.admit(principal, "chat", body(), False)
-    started = clock.now
+    meter = await accounting.admit(principal, plan(body()))
+    started = meter.started
     clock.now += 0.25
-    answered = RouteInfo("gpt", "openai", "cheap", 2, 1, upstream_s=0.2)
-    await accounting.finish(principal, "chat", ticket, started, answered, usage, 200)
-    hit = RouteInfo("gpt", "openai", "cheap", 0, 0, cache="hit-l2")
-    await accounting.finish(principal, "chat", None, started, hit, usage, 200)
-    await accounting.failed(principal, "chat", None, started, RateLimitError("no"))
+    answered = route_of("cheap", 2, 1, upstream_s=0.2)
+    await meter.settle(answered, usage, 200)
+    hit = route_of("cheap", 0, 0, cache="hit-l2")
+    await Meter(accounting, principal, Operation.CHAT, None, started).settle(hit, usage, 200)
+    unlimited = Meter(accounting, principal, Operation.CHAT, None, started)
+    await unlimited.failed(RateLimitError("no"))
     snapshot = metrics.snapshot()
     assert snapshot["ai_provider_requests_total"] == {("openai", "gpt", "200"): 1}
     assert snapshot["ai_provider_tokens_total"] == {

@@ -2,7 +2,7 @@ import pytest
 from openapi import validate
 
 from noa.errors import InvalidRequestError, UpstreamError
-from noa.providers.anthropic_translate import StreamTranslator, from_anthropic, to_anthropic
+from noa.wire.anthropic import StreamTranslator, from_anthropic, to_anthropic
 
 TOOL = {
     "type": "function",

@@ -7,15 +7,16 @@ import asyncio
 from typing import Any
 
 import pytest
+from planned import ask
 from test_response_cache import FakeRouter, chat, drained, registry, settled
 
-from noa.cache_flight import Lease, Leases, LocalBoard, SharedFlights, State
-from noa.cache_store import TtlLru
-from noa.cache_tiers import MemoryTier, TieredCache
+from noa.cache.flight import Lease, Leases, MemoryFlights, SharedFlights, State
+from noa.cache.memory import MemoryTier, TtlLru
+from noa.cache.response import ResponseCache
+from noa.cache.tiers import TieredCache
 from noa.config import CacheConfig
 from noa.errors import UpstreamError
-from noa.response_cache import ResponseCache
-from noa.router import PrimedStream, Routed
+from noa.routing.results import PrimedStream, Routed
 from noa.service import NoaService
 
 
@@ -38,7 +39,7 @@ class SharedTier:
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.store = TtlLru(100, 60)
-        self.board = LocalBoard(self.store, Leases(clock) if clock else Leases())
+        self.board = MemoryFlights(self.store, Leases(clock) if clock else Leases())
         self.fail = False
         self.calls = 0
 
@@ -95,7 +96,7 @@ def test_the_lease_table_stays_bounded() -> None:
 
 
 def test_a_stored_entry_answers_a_claim() -> None:
-    board = LocalBoard(TtlLru(10, 60))
+    board = MemoryFlights(TtlLru(10, 60))
     board.store.set("k", b"entry")
     assert board.flight("k", "a", 10) == (b"entry", "done")
 
@@ -192,14 +193,14 @@ def replica(tier: SharedTier, router: FakeRouter, clock: Clock) -> NoaService:
     models = registry()
     tiers = TieredCache([MemoryTier(TtlLru(100, 60), 60), tier], [60, 60])
     joins = SharedFlights(tier, owner=str(id(tiers)), clock=clock, sleep=_yield)
-    return NoaService(router, models, ResponseCache(tiers, config, models, joins))
+    return NoaService(router, models, ResponseCache(tiers, config, joins))
 
 
 async def test_identical_misses_on_two_replicas_make_one_upstream_call() -> None:
     clock, tier, router = Clock(), SharedTier(), FakeRouter()
     a, b = replica(tier, router, clock), replica(tier, router, clock)
     router.gate = asyncio.Event()
-    waiting = [asyncio.ensure_future(s.chat(chat("same"))) for s in (a, b) * 10]
+    waiting = [asyncio.ensure_future(ask(s, chat("same"))) for s in (a, b) * 10]
     await asyncio.sleep(0.01)
     router.gate.set()
     results: list[Any] = await asyncio.gather(*waiting)
@@ -210,7 +211,7 @@ async def test_identical_misses_on_two_replicas_make_one_upstream_call() -> None
     assert {r.info.cache for r in results} == {"miss"}
     across = [s.cache.counts["shared_across"] for s in (a, b) if s.cache is not None]
     assert sorted(across) == [0, 1]
-    again = await b.chat(chat("same"))
+    again = await ask(b, chat("same"))
     assert isinstance(again, Routed) and again.info.cache == "hit-l1"  # back-filled
 
 
@@ -218,9 +219,9 @@ async def test_a_stream_on_one_replica_answers_a_stream_on_the_other() -> None:
     clock, tier, router = Clock(), SharedTier(), FakeRouter()
     a, b = replica(tier, router, clock), replica(tier, router, clock)
     router.gate = asyncio.Event()
-    first = asyncio.ensure_future(a.chat(chat("s t", stream=True)))
+    first = asyncio.ensure_future(ask(a, chat("s t", stream=True)))
     await asyncio.sleep(0.01)
-    second = asyncio.ensure_future(b.chat(chat("s t", stream=True)))
+    second = asyncio.ensure_future(ask(b, chat("s t", stream=True)))
     await asyncio.sleep(0.01)
     router.gate.set()
     leader = await first
@@ -237,9 +238,9 @@ async def test_when_the_holder_fails_the_other_replica_goes_upstream() -> None:
     a, b = replica(tier, router, clock), replica(tier, router, clock)
     router.gate = asyncio.Event()
     router.failures = 1
-    first = asyncio.ensure_future(a.chat(chat("f")))
+    first = asyncio.ensure_future(ask(a, chat("f")))
     await asyncio.sleep(0.01)
-    second = asyncio.ensure_future(b.chat(chat("f")))
+    second = asyncio.ensure_future(ask(b, chat("f")))
     await asyncio.sleep(0.01)
     router.gate.set()
     with pytest.raises(UpstreamError):
@@ -253,7 +254,7 @@ async def test_a_shared_tier_that_fails_costs_only_the_shared_flight() -> None:
     clock, tier, router = Clock(), SharedTier(), FakeRouter()
     a = replica(tier, router, clock)
     tier.fail = True
-    result = await a.chat(chat("down"))
+    result = await ask(a, chat("down"))
     assert isinstance(result, Routed) and result.info.cache == "miss"
     assert a.cache is not None and a.cache.flights is not None
     assert a.cache.flights.counts["errors"] == 1
@@ -262,8 +263,8 @@ async def test_a_shared_tier_that_fails_costs_only_the_shared_flight() -> None:
 async def test_refresh_on_another_replica_goes_upstream_past_the_stored_entry() -> None:
     clock, tier, router = Clock(), SharedTier(), FakeRouter()
     a, b = replica(tier, router, clock), replica(tier, router, clock)
-    await a.chat(chat("r"))
+    await ask(a, chat("r"))
     await settled(a)
-    fresh = await b.chat(chat("r"), cache="refresh")
+    fresh = await ask(b, chat("r"), cache="refresh")
     assert isinstance(fresh, Routed) and fresh.info.cache == "miss"
     assert len(router.calls) == 2

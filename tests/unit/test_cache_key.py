@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from noa.cache_key import VERSION, cache_key, canonical, deterministic
+from noa.cache.key import VERSION, cache_key, canonical, deterministic
 
 text = st.text(min_size=0, max_size=20)
 roles = st.sampled_from(["system", "user", "assistant"])

@@ -5,18 +5,15 @@ from __future__ import annotations
 import logging
 
 import pytest
+from clocks import ManualClock
 
-from noa.cache_replay import assemble, replay
-from noa.cache_store import TtlLru
-from noa.cache_tiers import MemoryTier, TieredCache
+from noa.cache.memory import MemoryTier, TtlLru
+from noa.cache.replay import assemble, replay
+from noa.cache.tiers import TieredCache
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+class Clock(ManualClock):
+    start = 0.0
 
 
 class BrokenTier:

@@ -9,7 +9,7 @@ from typing import Any
 import sentry_sdk
 from sentry_sdk.transport import Transport
 
-from noa.error_reporting import init_error_reporting
+from noa.observability.error_reporting import init_error_reporting
 
 
 class Captured(Transport):

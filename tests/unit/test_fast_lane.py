@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
-from noa import assembly
+from noa.build import gateway
 from noa.config import parse_config
 from noa.http.app import create_app
 from noa.http.fast_lane import lanes
@@ -21,7 +21,7 @@ LIMIT = 2048
 
 def app(fast_lane: bool) -> FastAPI:
     config = parse_config({"providers": {"openai": {"kind": "openai"}}})
-    service = assembly.inprocess_service(config, {"OPENAI_API_KEY": "sk-x"})
+    service = gateway.inprocess_service(config, {"OPENAI_API_KEY": "sk-x"})
     return create_app(service, master_key=KEY, max_body_bytes=LIMIT, fast_lane=fast_lane)
 
 

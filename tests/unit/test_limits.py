@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from noa.limits import BucketLevel, Decision, LimitState, Reserve, Take
+from noa.access.limits import BucketLevel, Decision, LimitState, Reserve, Take
 
 T0 = 1_000.0
 

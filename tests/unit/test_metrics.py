@@ -4,12 +4,14 @@ own parser reads back."""
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
+from clocks import ManualClock
 from prometheus_client.parser import text_string_to_metric_families
 
 from noa.http.dashboard_data import quantile, summarize
-from noa.metrics import (
+from noa.observability.metrics import (
     LATENCY_BUCKETS,
     Metrics,
     MetricsBoard,
@@ -29,8 +31,10 @@ def parsed(text: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     return samples
 
 
-def replica(requests: int, latency_s: float, breaker: float) -> Metrics:
-    metrics = Metrics()
+def replica(
+    requests: int, latency_s: float, breaker: float, sources: tuple[Any, ...] = ()
+) -> Metrics:
+    metrics = Metrics(sources=sources)
     for _ in range(requests):
         metrics["http_requests_total"].inc(("POST", "/v1/chat/completions", "200"))
         metrics["http_request_duration_seconds"].observe(("POST", "/v1/chat/completions"), 0.004)
@@ -81,12 +85,8 @@ def test_an_empty_scrape_still_declares_every_metric() -> None:
     assert parsed(render(merge([]))) == {}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+class Clock(ManualClock):
+    start = 100.0
 
 
 def test_the_board_keeps_a_gone_replicas_counts_but_not_its_gauges() -> None:
@@ -128,8 +128,7 @@ def test_cache_stats_and_breaker_states_as_series() -> None:
         ("openai", "gpt-x"): 2.0,
         ("local", "s"): 1.0,
     }
-    metrics = Metrics()
-    metrics.add_source(lambda: cache_series(stats))
+    metrics = Metrics(sources=[lambda: cache_series(stats)])
     metrics["http_active_connections"].inc()
     snapshot = metrics.snapshot()
     assert snapshot["noa_cache_lookups_total"][("l1", "hit")] == 3.0
@@ -141,12 +140,10 @@ def test_dashboard_summary_quantiles_rates_and_models() -> None:
     assert quantile(0.5, [0, 10, 0, 0, 1.5], bounds) == pytest.approx(0.15)  # inside (0.1, 0.2]
     assert quantile(0.99, [0, 0, 0, 4, 9.0], bounds) == 0.4  # in +Inf: the last finite bound
     assert quantile(0.5, [0, 0, 0, 0, 0], bounds) is None
-    metrics = replica(4, 0.2, 2.0)
+    tiers = {"tiers": {"l1": {"hits": 1, "misses": 3, "errors": 0, "skipped": 0}}}
+    metrics = replica(4, 0.2, 2.0, sources=(lambda: cache_series(tiers),))
     metrics["http_requests_total"].inc(("POST", "/v1/chat/completions", "429"))
     metrics["ai_provider_requests_total"].inc(("openai", "gpt-x", "200"), 3)
-    metrics.add_source(
-        lambda: cache_series({"tiers": {"l1": {"hits": 1, "misses": 3, "errors": 0, "skipped": 0}}})
-    )
     summary = summarize(merge([metrics.snapshot()]), {"openai": {"status": "ok", "latency_ms": 3}})
     assert summary["requests_total"] == 5 and summary["errors_total"] == 1
     assert summary["error_rate"] == pytest.approx(0.2)

@@ -7,21 +7,17 @@ from typing import Any
 
 import orjson
 import pytest
+from clocks import ManualClock
 
-from noa.http.auth import MasterKey
+from noa.access.identity import Authenticator, MasterKey
 from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware, error_category
-from noa.identity import Authenticator
-from noa.metrics import Metrics
+from noa.observability.metrics import Metrics
 
 Message = dict[str, Any]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
+class Clock(ManualClock):
+    start = 50.0
 
 
 class Route:

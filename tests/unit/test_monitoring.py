@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from noa.metrics import SPECS
+from noa.observability.metrics import SPECS
 
 MONITORING = Path(__file__).resolve().parents[2] / "deployments" / "monitoring"
 PROMQL_FUNCTIONS = {

@@ -7,8 +7,8 @@ import logging
 import orjson
 import pytest
 
-from noa.logs import JsonFormatter
-from noa.pii import mask
+from noa.observability.logs import JsonFormatter
+from noa.observability.pii import mask
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@ import pytest
 
 from noa.config import ConfigError, parse_config
 from noa.errors import InvalidRequestError, ModelNotFoundError
-from noa.registry import Candidate, ModelRegistry, Plan, ProviderInfo
+from noa.routing.plan import Candidate, Target
+from noa.routing.registry import ModelRegistry, ProviderInfo
 
 CONFIG = parse_config(
     {
@@ -29,7 +30,7 @@ def registry(openai: bool = True) -> ModelRegistry:
     return ModelRegistry(CONFIG.models, infos, {"local": ["smollm2-135m-instruct", "extra"]})
 
 
-def only(plan: Plan) -> Candidate:
+def only(plan: Target) -> Candidate:
     assert len(plan.candidates) == 1
     return plan.candidates[0]
 

@@ -9,6 +9,7 @@ import pytest
 
 from noa.errors import ModelNotFoundError, UpstreamError
 from noa.providers.remote import RemoteProvider
+from noa.wire.operations import Operation
 
 
 class RayTaskError(Exception):
@@ -55,7 +56,9 @@ class FakeHandle:
         class Method:
             def remote(self, *args: Any) -> Any:
                 handle.calls.append((method, args, handle.opts))
-                result = handle.behaviour[method]
+                # a provider's calls name their operation first: scripted per operation
+                key = f"{method}:{args[0]}" if args and isinstance(args[0], Operation) else method
+                result = handle.behaviour[key]
                 if handle.opts.get("stream"):
                     return result
                 return _coro(result)
@@ -70,30 +73,31 @@ async def _coro(result: Any) -> Any:
 
 
 async def test_calls_route_by_model_and_errors_unwrap() -> None:
-    behaviour = {"chat": {"ok": 1}, "embeddings": ModelNotFoundError("no such model")}
+    behaviour = {"call:chat": {"ok": 1}, "call:embeddings": ModelNotFoundError("no such model")}
     provider = RemoteProvider("local", "llamacpp", FakeHandle(behaviour), multiplexed=True)
-    assert await provider.chat({"messages": []}, "m1") == {"ok": 1}
+    assert await provider.call(Operation.CHAT, {"messages": []}, "m1") == {"ok": 1}
     method, args, opts = behaviour["calls"][-1]
-    assert (method, args[1], opts) == (
+    assert (method, args[0], args[2], opts) == (
+        "call",
         "chat",
         "m1",
         {"stream": False, "multiplexed_model_id": "m1"},
     )
     with pytest.raises(ModelNotFoundError, match="no such model"):
-        await provider.embeddings({"input": "x"}, "m1")
+        await provider.call(Operation.EMBEDDINGS, {"input": "x"}, "m1")
 
 
 async def test_streams_arrive_in_batches_and_are_flattened() -> None:
     stream = FakeStream([[{"n": 1}, {"n": 2}], [{"n": 3}]])
-    provider = RemoteProvider("p", "openai", FakeHandle({"stream_chat_batches": stream}))
-    assert [c["n"] async for c in provider.stream_chat({}, "m")] == [1, 2, 3]
+    provider = RemoteProvider("p", "openai", FakeHandle({"stream_batches:chat": stream}))
+    assert [c["n"] async for c in provider.stream(Operation.CHAT, {}, "m")] == [1, 2, 3]
     assert not stream.cancelled
 
 
 async def test_a_stream_closed_early_cancels_the_remote_call() -> None:
     stream = FakeStream([[{"n": 1}], [{"n": 2}], [{"n": 3}]])
-    provider = RemoteProvider("p", "openai", FakeHandle({"stream_chat_batches": stream}))
-    chunks = provider.stream_chat({}, "m")
+    provider = RemoteProvider("p", "openai", FakeHandle({"stream_batches:chat": stream}))
+    chunks = provider.stream(Operation.CHAT, {}, "m")
     assert (await chunks.__anext__())["n"] == 1
     await chunks.aclose()
     assert stream.cancelled
@@ -101,7 +105,7 @@ async def test_a_stream_closed_early_cancels_the_remote_call() -> None:
 
 async def test_a_failing_stream_raises_the_replicas_error() -> None:
     stream = FakeStream([[{"n": 1}]], fail=UpstreamError("cut"))
-    provider = RemoteProvider("p", "openai", FakeHandle({"stream_chat_batches": stream}))
+    provider = RemoteProvider("p", "openai", FakeHandle({"stream_batches:chat": stream}))
     with pytest.raises(UpstreamError, match="cut"):
-        async for _ in provider.stream_chat({}, "m"):
+        async for _ in provider.stream(Operation.CHAT, {}, "m"):
             pass

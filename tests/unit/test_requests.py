@@ -1,8 +1,8 @@
 import pytest
 
 from noa.errors import InvalidRequestError
-from noa.service import parse
 from noa.wire.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, dump
+from noa.wire.validation import parse
 
 MSG = [{"role": "user", "content": "hi"}]
 

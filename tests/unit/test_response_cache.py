@@ -8,16 +8,19 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
+from planned import ask
 
-from noa.cache_store import TtlLru
-from noa.cache_tiers import MemoryTier, TieredCache
+from noa.access.identity import Principal
+from noa.cache.memory import MemoryTier, TtlLru
+from noa.cache.response import ResponseCache
+from noa.cache.tiers import TieredCache
 from noa.config import CacheConfig, parse_config
 from noa.errors import InvalidRequestError, UpstreamError
-from noa.identity import Principal
-from noa.registry import ModelRegistry, ProviderInfo
-from noa.response_cache import ResponseCache
-from noa.router import PrimedStream, Routed, RouteInfo
+from noa.routing.plan import Plan
+from noa.routing.registry import ModelRegistry, ProviderInfo
+from noa.routing.results import PrimedStream, Routed, RouteInfo
 from noa.service import NoaService, client_chunks
+from noa.wire.operations import Operation
 from noa.wire.requests import ChatCompletionRequest, EmbeddingRequest
 
 Body = dict[str, Any]
@@ -77,6 +80,11 @@ class FakeRouter:
             raise UpstreamError("upstream down", provider="openai")
         return "echo: " + str(request["messages"][-1]["content"])
 
+    async def route(self, plan: Plan) -> Routed | PrimedStream:
+        if plan.operation is Operation.EMBEDDINGS:
+            return await self.embeddings(plan.body)
+        return await (self.stream_chat if plan.stream else self.chat)(plan.body)
+
     async def chat(self, request: Body) -> Routed:
         return Routed(answer(await self._begin(request)), INFO)
 
@@ -91,12 +99,6 @@ class FakeRouter:
                 yield item
 
         return PrimedStream(INFO, chunks[0], rest(), None)
-
-    async def completion(self, request: Body) -> Routed:
-        raise NotImplementedError
-
-    async def stream_completion(self, request: Body) -> PrimedStream:
-        raise NotImplementedError
 
     async def embeddings(self, request: Body) -> Routed:
         await self._begin({"messages": [{"content": request["input"]}]})
@@ -129,7 +131,7 @@ def make(settings: dict[str, Any] | None = None, **model: Any) -> tuple[NoaServi
     models = registry(**model)
     tiers = TieredCache([MemoryTier(TtlLru(100, 60), 60)], [60])
     router = FakeRouter()
-    return NoaService(router, models, ResponseCache(tiers, config, models)), router
+    return NoaService(router, models, ResponseCache(tiers, config)), router
 
 
 def chat(text: str = "hi", **extra: Any) -> ChatCompletionRequest:
@@ -148,10 +150,10 @@ async def drained(stream: PrimedStream, usage: bool = True) -> list[Body]:
 
 async def test_miss_then_hit_from_l1_with_the_original_route() -> None:
     service, router = make()
-    first = await service.chat(chat())
+    first = await ask(service, chat())
     assert isinstance(first, Routed) and first.info.cache == "miss"
     await settled(service)
-    second = await service.chat(chat())
+    second = await ask(service, chat())
     assert isinstance(second, Routed)
     assert second.info.cache == "hit-l1"
     assert second.body == first.body
@@ -166,9 +168,10 @@ async def test_miss_then_hit_from_l1_with_the_original_route() -> None:
 
 async def test_an_alias_and_the_model_share_entries_and_ignored_fields_do_not_split() -> None:
     service, router = make()
-    await service.chat(chat(user="a", stream_options=None))
+    await ask(service, chat(user="a", stream_options=None))
     await settled(service)
-    again = await service.chat(
+    again = await ask(
+        service,
         ChatCompletionRequest.model_validate(
             {
                 "model": "m-alias",
@@ -176,7 +179,7 @@ async def test_an_alias_and_the_model_share_entries_and_ignored_fields_do_not_sp
                 "temperature": 0.0,
                 "user": "b",
             }
-        )
+        ),
     )
     assert isinstance(again, Routed) and again.info.cache == "hit-l1"
     assert len(router.calls) == 1
@@ -184,10 +187,10 @@ async def test_an_alias_and_the_model_share_entries_and_ignored_fields_do_not_sp
 
 async def test_answer_changing_parameters_miss() -> None:
     service, router = make()
-    await service.chat(chat())
+    await ask(service, chat())
     await settled(service)
     for extra in ({"max_tokens": 5}, {"stop": ["x"]}, {"seed": 3}, {"top_p": 0.5}):
-        result = await service.chat(chat(**extra))
+        result = await ask(service, chat(**extra))
         assert isinstance(result, Routed) and result.info.cache == "miss", extra
     assert len(router.calls) == 5
 
@@ -196,14 +199,14 @@ async def test_nondeterministic_requests_bypass_unless_asked() -> None:
     service, router = make()
     loose = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     for _ in range(2):
-        result = await service.chat(ChatCompletionRequest.model_validate(loose))
+        result = await ask(service, ChatCompletionRequest.model_validate(loose))
         assert isinstance(result, Routed) and result.info.cache == "bypass"
     await settled(service)
     assert len(router.calls) == 2
-    asked = await service.chat(ChatCompletionRequest.model_validate(loose), "use")
+    asked = await ask(service, ChatCompletionRequest.model_validate(loose), "use")
     assert isinstance(asked, Routed) and asked.info.cache == "miss"
     await settled(service)
-    hit = await service.chat(ChatCompletionRequest.model_validate({**loose, "noa_cache": "use"}))
+    hit = await ask(service, ChatCompletionRequest.model_validate({**loose, "noa_cache": "use"}))
     assert isinstance(hit, Routed) and hit.info.cache == "hit-l1"
 
 
@@ -212,23 +215,23 @@ async def test_nondeterministic_cached_when_the_config_says_so() -> None:
     loose = ChatCompletionRequest.model_validate(
         {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.9}
     )
-    await service.chat(loose)
+    await ask(service, loose)
     await settled(service)
-    result = await service.chat(loose)
+    result = await ask(service, loose)
     assert isinstance(result, Routed) and result.info.cache == "hit-l1"
 
 
 async def test_bypass_and_refresh() -> None:
     service, router = make()
-    await service.chat(chat())
+    await ask(service, chat())
     await settled(service)
-    bypassed = await service.chat(chat(), "bypass")
+    bypassed = await ask(service, chat(), "bypass")
     assert isinstance(bypassed, Routed) and bypassed.info.cache == "bypass"
-    refreshed = await service.chat(chat(), "refresh")
+    refreshed = await ask(service, chat(), "refresh")
     assert isinstance(refreshed, Routed) and refreshed.info.cache == "miss"
     assert len(router.calls) == 3
     await settled(service)
-    hit = await service.chat(chat())
+    hit = await ask(service, chat())
     assert isinstance(hit, Routed) and hit.info.cache == "hit-l1"
 
 
@@ -236,23 +239,23 @@ async def test_model_policy_and_global_default() -> None:
     service, _router = make()
     never = chat(model="never")
     for _ in range(2):
-        result = await service.chat(never)
+        result = await ask(service, never)
         assert isinstance(result, Routed) and result.info.cache == "bypass"
-    forced = await service.chat(never, "use")  # the request is more specific than the model
+    forced = await ask(service, never, "use")  # the request is more specific than the model
     assert isinstance(forced, Routed) and forced.info.cache == "miss"
 
     off, _ = make({"default": "bypass"})
-    result = await off.chat(chat())
+    result = await ask(off, chat())
     assert isinstance(result, Routed) and result.info.cache == "bypass"
     on_model, _ = make({"default": "bypass"}, cache="use")
-    result = await on_model.chat(chat())
+    result = await ask(on_model, chat())
     assert isinstance(result, Routed) and result.info.cache == "miss"
 
 
 async def test_disabled_cache_is_bypass_for_every_request() -> None:
     service, router = make({"enabled": False})
     for policy in (None, "use", "refresh"):
-        result = await service.chat(chat(), policy)
+        result = await ask(service, chat(), policy)
         assert isinstance(result, Routed) and result.info.cache == "bypass"
     assert len(router.calls) == 3
 
@@ -260,49 +263,49 @@ async def test_disabled_cache_is_bypass_for_every_request() -> None:
 async def test_invalid_policy_is_a_400_naming_the_field() -> None:
     service, router = make()
     with pytest.raises(InvalidRequestError) as header:
-        await service.chat(chat(), "sometimes")
+        await ask(service, chat(), "sometimes")
     assert header.value.status_code == 400 and "use, bypass, refresh" in header.value.message
     with pytest.raises(InvalidRequestError) as body:
-        await service.chat(chat(noa_cache="always"))
+        await ask(service, chat(noa_cache="always"))
     assert body.value.param == "noa_cache"
     assert router.calls == []
 
 
 async def test_the_body_field_never_goes_upstream() -> None:
     service, router = make()
-    await service.chat(chat(noa_cache="refresh"))
+    await ask(service, chat(noa_cache="refresh"))
     assert "noa_cache" not in router.calls[0]
 
 
 async def test_tenants_are_scoped_unless_the_model_is_shared() -> None:
     service, _router = make()
-    await service.chat(chat(), None, TEAM_A)
+    await ask(service, chat(), None, TEAM_A)
     await settled(service)
-    other = await service.chat(chat(), None, TEAM_B)
+    other = await ask(service, chat(), None, TEAM_B)
     assert isinstance(other, Routed) and other.info.cache == "miss"
     await settled(service)
-    same = await service.chat(chat(), None, TEAM_A)
+    same = await ask(service, chat(), None, TEAM_A)
     assert isinstance(same, Routed) and same.info.cache == "hit-l1"
 
-    await service.chat(chat(model="shared"), None, TEAM_A)
+    await ask(service, chat(model="shared"), None, TEAM_A)
     await settled(service)
-    shared = await service.chat(chat(model="shared"), None, TEAM_B)
+    shared = await ask(service, chat(model="shared"), None, TEAM_B)
     assert isinstance(shared, Routed) and shared.info.cache == "hit-l1"
 
 
 async def test_a_streamed_answer_is_stored_once_complete_and_replayed_equal() -> None:
     service, router = make()
-    original = await service.chat(chat("one two three", stream=True))
+    original = await ask(service, chat("one two three", stream=True))
     assert isinstance(original, PrimedStream) and original.info.cache == "miss"
     first = await drained(original)
     await settled(service)
 
-    replayed = await service.chat(chat("one two three", stream=True))
+    replayed = await ask(service, chat("one two three", stream=True))
     assert isinstance(replayed, PrimedStream) and replayed.info.cache == "hit-l1"
     assert await drained(replayed) == first
     assert len(router.calls) == 1
 
-    plain = await service.chat(chat("one two three"))  # the same entry, assembled
+    plain = await ask(service, chat("one two three"))  # the same entry, assembled
     assert isinstance(plain, Routed) and plain.info.cache == "hit-l1"
     assert plain.body["choices"][0]["message"]["content"] == "echo: one two three"
     assert plain.body["usage"] == first[-1]["usage"]
@@ -310,10 +313,10 @@ async def test_a_streamed_answer_is_stored_once_complete_and_replayed_equal() ->
 
 async def test_a_plain_answer_is_replayed_as_a_stream() -> None:
     service, _router = make()
-    plain = await service.chat(chat("a b"))
+    plain = await ask(service, chat("a b"))
     assert isinstance(plain, Routed)
     await settled(service)
-    streamed = await service.chat(chat("a b", stream=True))
+    streamed = await ask(service, chat("a b", stream=True))
     assert isinstance(streamed, PrimedStream) and streamed.info.cache == "hit-l1"
     chunks = await drained(streamed, usage=False)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
@@ -325,17 +328,17 @@ async def test_a_plain_answer_is_replayed_as_a_stream() -> None:
 async def test_a_stream_cut_midway_or_abandoned_is_never_stored() -> None:
     service, router = make()
     router.cut = True
-    cut = await service.chat(chat("x y z", stream=True))
+    cut = await ask(service, chat("x y z", stream=True))
     assert isinstance(cut, PrimedStream)
     with pytest.raises(UpstreamError):
         await drained(cut)
     router.cut = False
-    abandoned = await service.chat(chat("x y z", stream=True))
+    abandoned = await ask(service, chat("x y z", stream=True))
     assert isinstance(abandoned, PrimedStream)
     await abandoned.__anext__()
     await abandoned.aclose()  # the client went away
     await settled(service)
-    again = await service.chat(chat("x y z", stream=True))
+    again = await ask(service, chat("x y z", stream=True))
     assert isinstance(again, PrimedStream) and again.info.cache == "miss"
     assert len(router.calls) == 3
 
@@ -343,7 +346,7 @@ async def test_a_stream_cut_midway_or_abandoned_is_never_stored() -> None:
 async def test_concurrent_identical_misses_make_one_upstream_call() -> None:
     service, router = make()
     router.gate = asyncio.Event()
-    waiting = [asyncio.ensure_future(service.chat(chat("same"))) for _ in range(20)]
+    waiting = [asyncio.ensure_future(ask(service, chat("same"))) for _ in range(20)]
     await asyncio.sleep(0.01)
     router.gate.set()
     results = await asyncio.gather(*waiting)
@@ -356,7 +359,7 @@ async def test_concurrent_identical_misses_make_one_upstream_call() -> None:
 async def test_concurrent_identical_streams_share_one_call_and_replay_equal() -> None:
     service, router = make()
     router.gate = asyncio.Event()
-    streams = [asyncio.ensure_future(service.chat(chat("s t", stream=True))) for _ in range(5)]
+    streams = [asyncio.ensure_future(ask(service, chat("s t", stream=True))) for _ in range(5)]
     await asyncio.sleep(0.01)
     router.gate.set()
     first = await streams[0]
@@ -373,9 +376,9 @@ async def test_a_failed_flight_sends_its_waiters_upstream_themselves() -> None:
     service, router = make()
     router.gate = asyncio.Event()
     router.failures = 1
-    leader = asyncio.ensure_future(service.chat(chat("f")))
+    leader = asyncio.ensure_future(ask(service, chat("f")))
     await asyncio.sleep(0.01)
-    followers = [asyncio.ensure_future(service.chat(chat("f"))) for _ in range(3)]
+    followers = [asyncio.ensure_future(ask(service, chat("f"))) for _ in range(3)]
     await asyncio.sleep(0.01)
     router.gate.set()
     with pytest.raises(UpstreamError):
@@ -387,9 +390,9 @@ async def test_a_failed_flight_sends_its_waiters_upstream_themselves() -> None:
 
 async def test_answers_over_the_size_bound_are_not_stored() -> None:
     service, _router = make({"max_entry_bytes": 64})
-    await service.chat(chat())
+    await ask(service, chat())
     await settled(service)
-    again = await service.chat(chat())
+    again = await ask(service, chat())
     assert isinstance(again, Routed) and again.info.cache == "miss"
     assert service.cache is not None and service.cache.counts["too_large"] == 2
 
@@ -397,19 +400,19 @@ async def test_answers_over_the_size_bound_are_not_stored() -> None:
 async def test_embeddings_are_cached_without_a_temperature() -> None:
     service, router = make()
     request = EmbeddingRequest.model_validate({"model": "m", "input": "text"})
-    await service.embeddings(request)
+    await ask(service, request)
     await settled(service)
-    hit = await service.embeddings(request)
+    hit = await ask(service, request)
     assert hit.info.cache == "hit-l1" and hit.body["data"][0]["embedding"] == [0.5, 0.25]
     assert len(router.calls) == 1
 
 
 async def test_stats_count_answers_and_tiers() -> None:
     service, _router = make()
-    await service.chat(chat())
+    await ask(service, chat())
     await settled(service)
-    await service.chat(chat())
-    await service.chat(chat(), "bypass")
+    await ask(service, chat())
+    await ask(service, chat(), "bypass")
     assert service.cache is not None
     stats = service.cache.stats()
     assert stats["answers"]["miss"] == 1 and stats["answers"]["bypass"] == 1

@@ -10,9 +10,9 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
+from clocks import ManualClock
+from planned import PlannedRouter
 
-from noa.breaker import BreakerBoard, State
-from noa.breaker_hub import BreakerHub, BreakerLink
 from noa.config import RoutingConfig, parse_config
 from noa.errors import (
     InvalidRequestError,
@@ -22,22 +22,12 @@ from noa.errors import (
     UpstreamTimeoutError,
 )
 from noa.providers.base import Body, Provider
-from noa.quota import ProviderQuota
-from noa.registry import ModelRegistry, ProviderInfo
-from noa.router import Router
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(round(seconds, 4))
-        self.now += seconds
+from noa.routing.breakers.board import Breakers, State
+from noa.routing.breakers.hub import BreakerHub, BreakerLink, ChangeOutbox
+from noa.routing.quota import ProviderQuota
+from noa.routing.registry import ModelRegistry, ProviderInfo
+from noa.routing.router import Router
+from noa.wire.operations import Operation
 
 
 def completion(text: str) -> Body:
@@ -74,6 +64,9 @@ class Scripted(Provider):
         self.outcomes: deque[Any] = deque(outcomes)
         self.default = default
         self.calls: list[str] = []
+        # looked up at each call: a test may replace ``chat`` with a behaviour of its own
+        self.answers = {Operation.CHAT: lambda request, model: self.chat(request, model)}
+        self.streams = {Operation.CHAT: lambda request, model: self.stream_chat(request, model)}
 
     def _next(self, model: str) -> Any:
         self.calls.append(model)
@@ -122,17 +115,16 @@ def make_router(
     clock: ManualClock,
     routing: dict[str, Any] | None = None,
     quotas: dict[str, ProviderQuota] | None = None,
-    breakers: BreakerBoard | None = None,
+    breakers: Breakers | None = None,
     strategy: str | None = None,
-) -> Router:
+) -> PlannedRouter:
     raw = {**CHAIN, "routing": routing or {}}
     if strategy:
         raw["models"] = [{**raw["models"][0], "strategy": strategy}, raw["models"][1]]
     config = parse_config(raw)
     infos = [ProviderInfo(n, "openai", True) for n in ("p1", "p2", "p3")]
     registry = ModelRegistry(config.models, infos, {}, config.routing)
-    return Router(
-        registry,
+    router = Router(
         {p.name: p for p in providers},
         routing=config.routing,
         quotas=quotas,
@@ -141,6 +133,7 @@ def make_router(
         sleep=clock.sleep,
         rng=lambda: 0.5,
     )
+    return PlannedRouter(router, registry)
 
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -314,7 +307,7 @@ async def test_a_failed_probe_reopens_and_only_one_probe_goes_at_a_time() -> Non
 
 async def test_error_rate_over_the_window_opens_the_breaker() -> None:
     clock = ManualClock()
-    board = BreakerBoard(
+    board = Breakers(
         parse_config({}).routing.breaker.model_copy(update={"failure_threshold": 100}),
         clock=clock,
     )
@@ -350,7 +343,10 @@ async def test_breaker_state_is_shared_between_two_routers() -> None:
         async def claim(key: str) -> bool:
             return hub.claim_probe(key)
 
-        board = BreakerBoard(RoutingConfig().breaker, clock=clock, claim_probe=claim)
+        outbox = ChangeOutbox()
+        board = Breakers(
+            RoutingConfig().breaker, clock=clock, claim_probe=claim, on_change=outbox.put
+        )
 
         async def publish(change: Any) -> None:
             hub.report(change.key, change.state.value, change.remaining_s)
@@ -358,7 +354,7 @@ async def test_breaker_state_is_shared_between_two_routers() -> None:
         async def watch(version: int) -> dict[str, Any]:
             return await hub.watch(version)
 
-        link = BreakerLink(board, publish, watch)
+        link = BreakerLink(board, outbox, publish, watch)
         link.start()
         links.append(link)
         routers.append(make_router(p1, p2, clock=clock, breakers=board, routing={"retries": 0}))
@@ -431,7 +427,7 @@ async def test_strategies_order_the_candidates() -> None:
     busy.stats.get("p1/a").in_flight = 3
     assert (await busy.chat(dict(REQUEST))).info.provider == "p2"
     busy.stats.get("p1/a").in_flight = 0
-    busy.down = frozenset({"p1"})  # the active checks say p1 is down: tried last
+    busy.breakers.mark_down(frozenset({"p1"}))  # the active checks say p1 is down: tried last
     assert (await busy.chat(dict(REQUEST))).info.provider == "p2"
 
 

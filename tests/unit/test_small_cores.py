@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from noa.cache_store import TtlLru
-from noa.cli import main, resolve_serve_config
+from deployments.cli import main
+from noa.access.identity import MasterKey
+from noa.cache.memory import TtlLru
+from noa.cli.main import resolve_serve_config
 from noa.config import ConfigError, NoaConfig
-from noa.health import HealthMonitor
-from noa.http.auth import MasterKey, credential_from_headers
-from noa.http.context import accept_or_new
+from noa.context import accept_or_new
+from noa.http.auth import credential_from_headers
+from noa.routing.health import HealthMonitor
 from noa.testing.ports import HIGH, LOW, free_port
 from noa.wire import sse
 

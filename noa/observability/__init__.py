@@ -1,0 +1,2 @@
+"""What operators see: JSON logs with PII masked, metrics (per replica, summed across them),
+tracing, error reporting, dependency checks."""

@@ -1,0 +1,155 @@
+"""What a route gives back: ``RouteInfo`` (the ``x-noa-*`` headers, and the price charged),
+``Routed`` (a JSON answer with its route) and ``PrimedStream`` (a streamed one)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from noa.config import Price
+from noa.errors import NoaError, UpstreamTimeoutError
+from noa.providers.base import Body
+from noa.routing.plan import Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """What the gateway reports in ``x-noa-*`` headers (picklable: crosses handles)."""
+
+    model: str
+    provider: str
+    upstream: str
+    attempts: int = 1
+    fallbacks: int = 0
+    cache: str | None = None  # hit-l1 | hit-l2 | hit-l3 | miss | bypass; None: no cache
+    limits: dict[str, str] | None = None  # x-ratelimit-* of the caller's limits
+    upstream_s: float | None = None  # JSON answers: time spent waiting on providers
+    price: Price | None = None  # of the candidate that answered: what its usage costs
+
+    @classmethod
+    def of(cls, candidate: Candidate, attempts: int = 1, fallbacks: int = 0) -> RouteInfo:
+        c = candidate
+        return cls(c.model_id, c.provider, c.upstream, attempts, fallbacks, price=c.price)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for this usage at the price of the candidate that answered (0 when unpriced)."""
+        if self.price is None:
+            return 0.0
+        return (prompt_tokens * self.price.input + completion_tokens * self.price.output) / 1e6
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "x-noa-provider": self.provider,
+            "x-noa-model": self.model,
+            "x-noa-attempts": str(self.attempts),
+            "x-noa-fallbacks": str(self.fallbacks),
+        }
+        if self.cache is not None:
+            headers["x-noa-cache"] = self.cache
+        if self.limits:
+            headers.update(self.limits)
+        return headers
+
+    def metadata(self) -> dict[str, Any]:
+        """The same facts for Python callers (the ``noa`` field of handle results)."""
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "upstream": self.upstream,
+            "attempts": self.attempts,
+            "fallbacks": self.fallbacks,
+            "cache": self.cache,
+            "rate_limits": self.limits,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    body: Body
+    info: RouteInfo
+
+
+class Outcome(Protocol):
+    """What a stream reports its end to (the router's hold on the candidate that answers)."""
+
+    def close(self, *, ok: bool | None, body: Body | None = None) -> None: ...
+
+
+class PrimedStream:
+    """An async iterator whose first item was already fetched; ``aclose`` releases upstream.
+
+    With ``idle_timeout_s``, a wait for the next chunk longer than that fails the stream.
+    """
+
+    def __init__(
+        self,
+        info: RouteInfo,
+        first: Body | None,
+        rest: AsyncIterator[Body],
+        model: str | None,
+        *,
+        idle_timeout_s: float | None = None,
+        lease: Outcome | None = None,
+    ) -> None:
+        self.info = info
+        self._first = first
+        self._rest = rest
+        self._model = model
+        self._idle = idle_timeout_s
+        self._lease = lease
+
+    def __aiter__(self) -> PrimedStream:
+        return self
+
+    def relabel(self, **changes: Any) -> PrimedStream:
+        """This stream, reported with ``changes`` to its route (``cache="miss"``, ...)."""
+        self.info = replace(self.info, **changes)
+        return self
+
+    async def __anext__(self) -> Body:
+        if self._first is not None:
+            item, self._first = self._first, None
+        else:
+            item = await self._next()
+        if self._model is not None:
+            item["model"] = self._model
+        return item
+
+    async def _next(self) -> Body:
+        try:
+            if self._idle is None:
+                return await self._rest.__anext__()
+            try:
+                async with asyncio.timeout(self._idle):
+                    return await self._rest.__anext__()
+            except TimeoutError:
+                raise UpstreamTimeoutError(
+                    f"the stream from provider '{self.info.provider}' stalled for more than"
+                    f" {self._idle:g} s",
+                    provider=self.info.provider,
+                    code="stream_stalled",
+                ) from None
+        except StopAsyncIteration:
+            if self._lease is not None:
+                self._lease.close(ok=True)
+            raise
+        except NoaError:
+            if self._lease is not None:
+                self._lease.close(ok=False)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            aclose = getattr(self._rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            if self._lease is not None:
+                self._lease.close(ok=None)  # closed early (client gone): no verdict
+
+
+async def empty_stream() -> AsyncGenerator[Body, None]:
+    return
+    yield  # pragma: no cover - makes this an async generator

@@ -1,0 +1,1 @@
+"""The database (SQLite or PostgreSQL), its migrations, and the usage records."""

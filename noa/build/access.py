@@ -100,7 +100,9 @@ class Access:
         await self.usage.aclose()
 
 
-def authenticator(config: NoaConfig, keys: KeyStore, teams: TeamStore, environ: Environ | None) -> Authenticator:
+def authenticator(
+    config: NoaConfig, keys: KeyStore, teams: TeamStore, environ: Environ | None
+) -> Authenticator:
     master = config.auth.master_key(environ)
     jwt = None
     if config.auth.jwt is not None:

@@ -92,10 +92,10 @@ def linked_router(
     replica's discovery protects them all, one replica probes a due breaker for all of them,
     and the active checks' verdicts reach every router."""
     outbox = ChangeOutbox()
-    breakers = Breakers(config.routing.breaker, on_change=outbox.put, claim_probe=health.claim_probe)
-    core = router(
-        config, providers, share=quota_share(config), breakers=breakers, tracing=tracing
+    breakers = Breakers(
+        config.routing.breaker, on_change=outbox.put, claim_probe=health.claim_probe
     )
+    core = router(config, providers, share=quota_share(config), breakers=breakers, tracing=tracing)
 
     async def publish(change: Any) -> None:
         await health.report(change.key, change.state.value, change.remaining_s)

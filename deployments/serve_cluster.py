@@ -148,7 +148,7 @@ class ServeCluster:
                     raise RuntimeError(f"serve deploy failed:\n{status}")
                 if app.get("status") == "RUNNING":
                     response = httpx.get(f"{self.url}/v1/models", headers=headers, timeout=10)
-                    if response.status_code == 200:
+                    if response.status_code == 200 and self._every_gateway_answers(deadline):
                         return
                 last = status
             except (httpx.HTTPError, RuntimeError) as e:
@@ -157,6 +157,24 @@ class ServeCluster:
                 last = str(e)
             time.sleep(1)
         raise TimeoutError(f"NOA did not come up on {self.url}:\n{last}")
+
+    def gateway_replicas(self) -> int:
+        gateway = (self.args.get("deployment") or {}).get("gateway") or {}
+        return int(gateway.get("num_replicas", 1))
+
+    def _every_gateway_answers(self, deadline: float) -> bool:
+        """Whether each Gateway replica serves through the front door yet (``/status`` names
+        the replica that answered): a replica started later may not be behind the proxy at
+        once, and tests that need several replicas would see only one."""
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            status = httpx.get(f"{self.url}/status", timeout=10)
+            if status.status_code == 200:
+                seen.add(status.json()["replica"])
+            if len(seen) >= self.gateway_replicas():
+                return True
+            time.sleep(0.05)
+        return False
 
     def _processes(self) -> list[psutil.Process]:
         """This cluster's processes (not ``ray stop``, which stops every cluster here)."""

@@ -12,7 +12,7 @@ from noa.routing.registry import ModelRegistry
 from noa.routing.results import PrimedStream, Routed
 from noa.routing.router import Router
 from noa.service import NoaService, Result
-from noa.wire.operations import REQUEST_MODELS, Operation, streamed
+from noa.wire.operations import REQUEST_MODELS, Operation
 from noa.wire.requests import dump
 
 Body = dict[str, Any]
@@ -40,9 +40,6 @@ class PlannedRouter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.router, name)
-
-    def plan(self, operation: Operation, body: Body) -> Any:
-        return self.registry.plan(operation, body, streamed(operation, body))
 
     async def chat(self, body: Body) -> Routed:
         return await self.router.answer(self.registry.plan(Operation.CHAT, body))

@@ -62,14 +62,43 @@ def kill_stray_haproxy(port: int) -> list[int]:
     return killed
 
 
+WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+def _overlaps(host: str, listening: str) -> bool:
+    """Whether a server binding ``host`` would collide with one listening on ``listening``."""
+    if host in WILDCARDS or listening in WILDCARDS:
+        return True
+    loopback = {"localhost": "127.0.0.1"}
+    return loopback.get(host, host) == listening
+
+
+def _accepts(host: str, port: int) -> bool:
+    """Whether a connection to ``host:port`` is accepted (a wildcard host: its loopback)."""
+    target = "::1" if host == "::" else "127.0.0.1" if host in WILDCARDS else host
+    with socket.socket(socket.AF_INET6 if ":" in target else socket.AF_INET) as s:
+        s.settimeout(1.0)
+        return s.connect_ex((target, port)) == 0
+
+
 def port_in_use(host: str, port: int) -> bool:
-    """Whether something already listens on ``host:port`` (so HAProxy could not have it)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
+    """Whether something listens on ``host:port`` (so HAProxy could not have it).
+
+    It looks for a listening socket, not for a port it can bind: the connections of a run
+    stopped a moment ago wait in TIME_WAIT on the port for up to a minute, and they do not
+    keep a server from binding it (servers set ``SO_REUSEADDR``), so they must not count.
+    """
+    import psutil
+
+    try:
+        listening = [
+            c.laddr.ip
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        ]
+    except psutil.AccessDenied:  # the socket table is not readable here: ask the port
+        return _accepts(host, port)
+    return any(_overlaps(host, ip) for ip in listening)
 
 
 def _list_models(url: str, key: str | None) -> dict[str, Any]:

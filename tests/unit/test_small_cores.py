@@ -5,9 +5,11 @@ import random
 import socket
 from collections.abc import AsyncIterator
 
+import psutil
 import pytest
 
 from deployments.cli import main
+from deployments.local import port_in_use
 from noa.access.identity import MasterKey
 from noa.cache.memory import TtlLru
 from noa.cli.main import resolve_serve_config
@@ -121,6 +123,43 @@ def test_serve_refuses_a_port_already_in_use(
         port = busy.getsockname()[1]
         assert main(["serve", "--port", str(port)]) == 2  # before any Ray process starts
     assert f"127.0.0.1:{port} is already in use" in capsys.readouterr().err
+
+
+def _time_wait(port: int) -> bool:
+    return any(
+        c.laddr and c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT
+        for c in psutil.net_connections("tcp")
+    )
+
+
+def test_a_port_left_in_time_wait_by_the_last_run_is_free() -> None:
+    """Stop, start again at once: the connections of the run that just stopped wait in
+    TIME_WAIT on its port, and nothing listens there any more."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        assert port_in_use("127.0.0.1", port) and port_in_use("0.0.0.0", port)  # listening
+        accepted.close()  # the server's side closes first, so its end waits in TIME_WAIT
+        client.close()
+    assert _time_wait(port)
+    assert not port_in_use("127.0.0.1", port)
+    assert not port_in_use("0.0.0.0", port)
+    with socket.socket() as again:  # and a server can have it at once
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+
+
+def test_a_listener_on_one_address_holds_the_wildcard_not_another_address() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert port_in_use("0.0.0.0", port) and port_in_use("localhost", port)
+        assert not port_in_use("127.0.0.2", port)
 
 
 def test_test_ports_stay_out_of_the_ranges_ray_draws_from() -> None:

@@ -3,7 +3,9 @@
 ``Authenticator.authenticate`` turns a presented credential into a ``Principal`` or raises 401.
 Verified keys are kept for ``cache_s`` per replica so the hot path rarely reads the database;
 expiry is checked on every request, and a revocation through the admin API reaches every
-replica at once through the shared limiter (see ``noa/access/admission.py``).
+replica at once through the shared limiter (see ``noa/access/admission.py``). The cache is
+bounded (``key_cache.py``): unknown credentials are kept apart from real keys, so trying many
+of them never pushes a busy key out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from noa.access.key_cache import KeyCache
 from noa.access.keys import ApiKey, KeyStore, Limits, Period, Team, TeamStore
 from noa.config import JwtConfig
 from noa.errors import AuthenticationError
@@ -185,14 +188,17 @@ class Authenticator:
     required: bool = False
     cache_s: float = 5.0
     clock: Clock = time.time
+    max_keys: int = 100_000  # keys the database knows, kept per replica
+    max_unknown_keys: int = 10_000  # secrets it does not know, kept apart
     # digest -> (read at, what the database said: a principal, a refusal, or no such key)
-    _cache: dict[str, tuple[float, Principal | AuthenticationError | None]] = field(
-        default_factory=dict
-    )
+    _cache: KeyCache[Principal | AuthenticationError] = field(init=False)
     _loading: dict[str, asyncio.Future[Principal | AuthenticationError | None]] = field(
         default_factory=dict
     )
     _refreshes: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._cache = KeyCache(self.max_keys, self.max_unknown_keys)
 
     @property
     def enabled(self) -> bool:
@@ -201,11 +207,9 @@ class Authenticator:
     def invalidate(self, key_id: str | None = None) -> None:
         """Forget cached keys (one, or all): the next request reads the database."""
         if key_id is None:
-            self._cache.clear()
+            self._cache.forget()
             return
-        for digest, (_, known) in list(self._cache.items()):
-            if isinstance(known, Principal) and known.id == key_id:
-                del self._cache[digest]
+        self._cache.forget(lambda known: isinstance(known, Principal) and known.id == key_id)
 
     async def authenticate(self, credential: str | None) -> Principal:
         if not self.enabled:
@@ -266,9 +270,7 @@ class Authenticator:
             raise
         finally:
             del self._loading[digest]
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[digest] = (self.clock(), known)
+        self._cache.put(digest, self.clock(), known)
         future.set_result(known)
         return known
 

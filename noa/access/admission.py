@@ -2,11 +2,13 @@
 
 ``Gatekeeper.admit`` checks the model is allowed, then asks the limiter for everything at once:
 requests and tokens per minute of the key, its team and the model, and a reservation against
-the key's and team's budgets (the request's estimated tokens at the model's highest price, so
-a reservation is an upper bound). Refusals are 429 with Retry-After. ``settle`` reconciles the
-reservation with the usage the answer reported (a cache hit or a failure refunds it), and
-returns the usage record to write. Every admitted answer carries OpenAI's ``x-ratelimit-*``
-headers for the tightest request and token limits that applied.
+the key's and team's budgets. Token limits reserve the request's estimate; budgets reserve its
+ceiling (``noa.routing.tokens``: the most its prompt and ``n`` completions can use) at the
+highest price among the model's providers, so requests admitted together never overspend.
+Refusals are 429 with Retry-After. ``settle`` reconciles the reservation with the usage the
+answer reported (a cache hit or a failure refunds it), and returns the usage record to write.
+Every admitted answer carries OpenAI's ``x-ratelimit-*`` headers for the tightest request and
+token limits that applied.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from noa.errors import AuthenticationError, PermissionDeniedError, RateLimitErro
 from noa.observability.metrics import Metrics
 from noa.routing.plan import Plan
 from noa.routing.results import RouteInfo
+from noa.routing.tokens import DEFAULT_COMPLETION_CEILING
 from noa.wire.operations import Operation
 
 Body = dict[str, Any]
@@ -108,6 +111,7 @@ class Gatekeeper:
         spend: SpendLookup | None = None,
         *,
         completion_estimate: int = 256,
+        completion_ceiling: int = DEFAULT_COMPLETION_CEILING,
         clock: Clock = time.time,
         metrics: Metrics | None = None,
     ) -> None:
@@ -115,6 +119,7 @@ class Gatekeeper:
         self.model_limits = model_limits or {}
         self.spend = spend
         self.completion_estimate = completion_estimate
+        self.completion_ceiling = completion_ceiling
         self.clock = clock
         # budget key (its period in its name) -> what the usage records said was spent before
         # this process first used it: read once, by one request, whoever else is waiting
@@ -166,9 +171,13 @@ class Gatekeeper:
             )
         now = self.clock()
         ticket = Ticket(principal, plan.operation, model_id, now)
-        prompt, completion = plan.tokens.prompt, plan.tokens.completion
-        if not plan.tokens.limited and completion:
-            completion = max(completion, self.completion_estimate)
+        estimate = plan.tokens
+        prompt, completion = estimate.prompt, estimate.completion
+        completion_max = estimate.completion_max
+        if not estimate.limited:  # the request sets no limit: the configured assumptions
+            completion = estimate.choices * self.completion_estimate
+            if not plan.target.context_length:
+                completion_max = estimate.choices * self.completion_ceiling
         tokens = prompt + completion
         takes: list[Take] = []
         scopes: list[tuple[str, str, Limits]] = []
@@ -193,7 +202,8 @@ class Gatekeeper:
         ]
         if budgeted:
             price_in, price_out = plan.highest_price()
-            amount = prompt * price_in + completion * price_out
+            # the most it can cost: a budget is never overspent by requests admitted together
+            amount = estimate.prompt_max * price_in + completion_max * price_out
             ticket.dollars_reserved = amount
             for scope, scope_id, limits in budgeted:
                 label, start, remaining = self._period(limits.budget_period or "total", now)
@@ -207,12 +217,14 @@ class Gatekeeper:
         if not decision.allowed:
             if self._refusals is not None:
                 self._refusals.inc((decision.reason or "?",))
-            raise self._refusal(decision, principal)
+            raise self._refusal(decision, principal, reserves)
         ticket.headers = _headers(decision)
         return ticket
 
     @staticmethod
-    def _refusal(decision: Decision, principal: Principal) -> Exception:
+    def _refusal(
+        decision: Decision, principal: Principal, reserves: list[Reserve] | None = None
+    ) -> Exception:
         if decision.reason == "revoked":
             return AuthenticationError("This API key has been revoked", code="key_revoked")
         scope = (decision.scope or "").split(":")
@@ -221,6 +233,18 @@ class Gatekeeper:
         retry = max(1, math.ceil(decision.retry_after_s))
         if decision.reason == "budget":
             period = scope[-1] if len(scope) > 3 else "total"
+            refused = next((r for r in reserves or () if r.key == decision.scope), None)
+            spent = decision.spent.get(decision.scope or "")
+            if refused is not None and spent is not None and spent < refused.limit:
+                left = refused.limit - spent
+                return RateLimitError(
+                    f"The budget of {whose} has ${left:.6g} left for {period}, and this request"
+                    f" may cost up to ${refused.amount:.6g} (its prompt and `n` x `max_tokens`"
+                    " at the model's highest price; without `max_tokens`, the model's context"
+                    " length): set a lower `max_tokens`",
+                    code="budget_exceeded",
+                    retry_after=retry,
+                )
             return RateLimitError(
                 f"The budget of {whose} is exhausted for {period}",
                 code="budget_exceeded",

@@ -149,6 +149,7 @@ def build(
         model_limits(config),
         spend,
         completion_estimate=config.limits.estimate_completion_tokens,
+        completion_ceiling=config.limits.max_completion_tokens,
         metrics=metrics,
     )
     usage = UsageRecorder(

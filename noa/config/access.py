@@ -83,7 +83,15 @@ class LimitsConfig(Strict):
         description="when Redis is unreachable: decide in each replica (open) or answer 503",
     )
     estimate_completion_tokens: int = Field(
-        256, gt=0, description="tokens reserved for a completion when max_tokens is not set"
+        256,
+        gt=0,
+        description="tokens per minute reserved for a completion when max_tokens is not set",
+    )
+    max_completion_tokens: int = Field(
+        16_384,
+        gt=0,
+        description="what a budget assumes a completion may use when neither the request"
+        " (max_tokens) nor its model (context_length) bounds it",
     )
 
 

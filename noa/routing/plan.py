@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from noa.config import CachePolicy, Price, Strategy
+from noa.routing.tokens import Tokens, estimate_tokens
 from noa.wire.operations import Operation
 
 Body = dict[str, Any]
-DEFAULT_COMPLETION_TOKENS = 256  # what a chat or completion may produce when it sets no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,50 +45,12 @@ class Target:
     model_id: str = ""  # "" for a name that is not a configured model: the name itself
     cache_policy: CachePolicy | None = None
     cache_shared: bool = False
+    context_length: int | None = None  # the model's (a group's largest); None when unknown
 
     @property
     def model(self) -> str:
         """The id the cache keys, limits and permissions use."""
         return self.model_id or self.name
-
-
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """A cheap estimate of a request's tokens: ~4 characters per prompt token, and the
-    completion it may produce (its own limit, else ``DEFAULT_COMPLETION_TOKENS``)."""
-
-    prompt: int
-    completion: int
-    limited: bool  # the request set max_tokens / max_completion_tokens itself
-
-    @property
-    def total(self) -> int:
-        return self.prompt + self.completion
-
-
-def estimate_tokens(request: Body) -> Tokens:
-    prompt = 0
-    messages = request.get("messages")
-    if isinstance(messages, list):
-        for m in messages:
-            content = m.get("content") if isinstance(m, dict) else None
-            if isinstance(content, str):
-                prompt += len(content)
-            elif isinstance(content, list):
-                prompt += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
-    for name in ("prompt", "input"):
-        value = request.get(name)
-        if isinstance(value, str):
-            prompt += len(value)
-        elif isinstance(value, list):
-            prompt += sum(len(v) for v in value if isinstance(v, str))
-    limited = "max_tokens" in request or "max_completion_tokens" in request
-    if "messages" not in request and "prompt" not in request:
-        return Tokens(prompt // 4 + 1, 0, limited)  # embeddings: no completion
-    completion = request.get("max_completion_tokens") or request.get("max_tokens")
-    if not isinstance(completion, int) or not completion:
-        completion = DEFAULT_COMPLETION_TOKENS
-    return Tokens(prompt // 4 + 1, completion, limited)
 
 
 @dataclass(slots=True)
@@ -105,7 +67,7 @@ class Plan:
     def tokens(self) -> Tokens:
         """Estimated on first use, then shared (admission and the router both read it)."""
         if self._tokens is None:
-            self._tokens = estimate_tokens(self.body)
+            self._tokens = estimate_tokens(self.body, self.target.context_length)
         return self._tokens
 
     def highest_price(self) -> tuple[float, float]:

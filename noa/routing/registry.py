@@ -102,23 +102,36 @@ class ModelRegistry:
             raise InvalidRequestError(
                 f"No enabled provider of the model `{name}` supports {capability}", param="model"
             )
-        return Target(name, able, model.strategy, model.id, model.cache, model.cache_shared)
+        return Target(
+            name,
+            able,
+            model.strategy,
+            model.id,
+            model.cache,
+            model.cache_shared,
+            model.context_length,
+        )
 
     def _group_plan(self, name: str, group: GroupConfig, capability: str, stream: bool) -> Target:
         candidates: list[Candidate] = []
+        contexts: list[int | None] = []
         for model_id in group.models:
             model = self._configs[model_id]
             caps = self.capabilities(model)
             if capability not in caps or (stream and "streaming" not in caps):
                 continue
-            candidates += [c for c in self._enabled(model) if self._serves(c.provider, capability)]
+            able = [c for c in self._enabled(model) if self._serves(c.provider, capability)]
+            candidates += able
+            contexts += [model.context_length] if able else []
         if not candidates:
             what = f"{capability} with streaming" if stream else capability
             raise InvalidRequestError(
                 f"No model of the group `{name}` that can be served supports {what}",
                 param="model",
             )
-        return Target(name, tuple(candidates), group.strategy)
+        # any member may answer: the largest context bounds them all (unknown if one is)
+        context = None if None in contexts else max(c for c in contexts if c is not None)
+        return Target(name, tuple(candidates), group.strategy, context_length=context)
 
     def _prefix_plan(self, name: str, capability: str, stream: bool) -> Target | None:
         provider, sep, upstream = name.partition("/")

@@ -157,8 +157,9 @@ async def test_budget_reservation_at_the_highest_price_and_cost_at_the_actual_on
     principal = key(limits=Limits(budget_usd=0.02, budget_period="day"))
     ticket = await gate.admit(principal, plan(body(max_tokens=100)))
     assert ticket is not None
-    # reserved at the dearest entry: 101 * 10 + 100 * 30 = 4010 micro-dollars
-    assert ticket.dollars_reserved == pytest.approx(0.00401)
+    # the ceiling at the dearest entry: the prompt's 400 bytes + 1 + 2 x 8 template tokens,
+    # and its 100 completion tokens: 417 * 10 + 100 * 30 = 7170 micro-dollars
+    assert ticket.dollars_reserved == pytest.approx(0.00717)
     cost = await gate.settle(
         ticket, route_of("cheap"), {"prompt_tokens": 100, "completion_tokens": 50}
     )
@@ -167,27 +168,83 @@ async def test_budget_reservation_at_the_highest_price_and_cost_at_the_actual_on
     assert gate.cost(cached, {"prompt_tokens": 100, "completion_tokens": 50}) == (0, 0, 0.0)
 
 
-async def test_fifty_concurrent_requests_overspend_by_at_most_one_reservation() -> None:
+@pytest.mark.parametrize(
+    ("extra", "completion_max"),
+    [
+        ({"n": 4, "max_tokens": 100}, 400),  # every choice may use its whole limit
+        ({"max_completion_tokens": 50, "max_tokens": 900}, 50),
+        ({}, 16_384),  # no limit, and the model has no context length: limits' ceiling
+    ],
+)
+async def test_budgets_reserve_the_most_a_request_can_cost(
+    extra: dict[str, Any], completion_max: int
+) -> None:
+    gate = keeper(Clock())
+    principal = key(limits=Limits(budget_usd=100.0))
+    ticket = await gate.admit(principal, plan(body(**extra)))
+    assert ticket is not None
+    assert ticket.dollars_reserved == pytest.approx((417 * 10 + completion_max * 30) / 1e6)
+
+
+async def test_a_model_context_length_bounds_a_request_without_max_tokens() -> None:
+    config = parse_config(
+        {
+            "models": [
+                {
+                    "id": "ctx",
+                    "provider": "openai",
+                    "upstream": "x",
+                    "price": {"input": 1.0, "output": 1.0},
+                    "context_length": 1000,
+                }
+            ]
+        }
+    )
+    reg = ModelRegistry(config.models, [ProviderInfo("openai", "openai", True)], {}, None)
+    gate = keeper(Clock())
+    principal = key(limits=Limits(budget_usd=100.0, tpm=100_000))
+    ticket = await gate.admit(principal, reg.plan(Operation.CHAT, body("ctx", n=2)))
+    assert ticket is not None
+    assert ticket.dollars_reserved == pytest.approx((417 + 2 * 1000) / 1e6)
+    assert ticket.tokens_reserved == 101 + 2 * 256  # per minute: the estimate, times n
+
+
+async def test_a_request_that_may_cost_more_than_the_budget_left_is_told_why() -> None:
+    gate = keeper(Clock(), spent=0.015)
+    principal = key(limits=Limits(budget_usd=0.02, budget_period="day"))
+    with pytest.raises(RateLimitError) as refused:
+        await gate.admit(principal, plan(body(n=8, max_tokens=100)))
+    assert refused.value.code == "budget_exceeded"
+    assert "$0.005 left" in refused.value.message and "max_tokens" in refused.value.message
+    assert await gate.admit(principal, plan(body(max_tokens=10))) is not None
+
+
+async def test_concurrent_requests_using_more_than_estimated_never_overspend() -> None:
+    """Fifty requests at once, each really using more than the old estimate (four choices of
+    its whole max_tokens, a prompt of one token per character): spend stays within budget."""
     clock = Clock()
     gate = keeper(clock, spent=0.01)  # spent earlier today (the usage records say)
-    principal = key(limits=Limits(budget_usd=0.05, budget_period="day"))
+    budget = 0.2
+    principal = key(limits=Limits(budget_usd=budget, budget_period="day"))
     route = route_of("dear")
+    used = {"prompt_tokens": 400, "completion_tokens": 400}
 
     async def one() -> float:
         try:
-            ticket = await gate.admit(principal, plan(body(max_tokens=100)))
+            ticket = await gate.admit(principal, plan(body(n=4, max_tokens=100)))
         except RateLimitError as e:
             assert e.code == "budget_exceeded"
             return 0.0
         assert ticket is not None
         await asyncio.sleep(0)
-        return await gate.settle(ticket, route, {"prompt_tokens": 101, "completion_tokens": 100})
+        return await gate.settle(ticket, route, used)
 
     costs = await asyncio.gather(*(one() for _ in range(50)))
     spent = 0.01 + sum(costs)
-    reservation = 0.00401
-    assert 0.05 - reservation < spent <= 0.05 + reservation
-    assert sum(1 for c in costs if c) == 9  # (0.05 - 0.01) // 0.00401
+    assert spent <= budget
+    each = (400 * 10 + 400 * 30) / 1e6
+    assert sum(1 for c in costs if c) == int((budget - 0.01) // 0.01617)  # whole reservations
+    assert spent > budget - 2 * each
 
 
 async def test_a_revoked_key_is_refused_by_the_shared_limiter() -> None:
@@ -323,8 +380,8 @@ async def test_settled_answers_feed_the_provider_metrics_but_cache_hits_do_not()
     answered = route_of("cheap", 2, 1, upstream_s=0.2)
     await meter.settle(answered, usage, 200)
     hit = route_of("cheap", 0, 0, cache="hit-l2")
-    await Meter(accounting, principal, Operation.CHAT, None, started).settle(hit, usage, 200)
-    unlimited = Meter(accounting, principal, Operation.CHAT, None, started)
+    await Meter(accounting, principal, plan(body()), None, started).settle(hit, usage, 200)
+    unlimited = Meter(accounting, principal, plan(body()), None, started)
     await unlimited.failed(RateLimitError("no"))
     snapshot = metrics.snapshot()
     assert snapshot["ai_provider_requests_total"] == {("openai", "gpt", "200"): 1}

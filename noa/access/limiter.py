@@ -1,7 +1,8 @@
 """Limiter backends over the one ``LimitState`` semantics (see ``noa/access/limits.py``).
 
 - ``LocalLimiter``: the state in this process; exact when one replica makes every decision.
-- ``RedisLimiter``: the same decision as one Lua script, atomic in Redis; exact across replicas.
+- ``RedisLimiter``: the same decision as one Lua script, atomic in Redis, on Redis's clock;
+  exact across replicas.
 - The LimiterActor (``noa/access/remote.py``) holding a ``LocalLimiter`` when there is no Redis.
 - ``FailoverLimiter``: when the shared backend fails, either decide locally (fail open, the
   default: a warning once, a counter) or refuse with 503 (fail closed).
@@ -62,12 +63,24 @@ class LocalLimiter:
         self.state.revoke(principal)
 
 
-# KEYS: revoked set, then the buckets, then the budgets (all prefixed).
-# ARGV: now, principal ("" for none), #buckets, #budgets, then (limit, cost) per bucket, then
-# (limit, amount, expires_in_s, seed) per budget. Same arithmetic as LimitState.admit.
-ADMIT_LUA = """
-local P = #ARGV[5]
+# Time is Redis's own (TIME), so replicas on machines whose clocks disagree decide alike. ARGV[1]
+# is "" but in tests, which decide at the time it names instead.
+NOW_LUA = """
 local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
+# KEYS: revoked set, then the buckets, then the budgets (all prefixed).
+# ARGV: "" (or a test's time), principal ("" for none), #buckets, #budgets, then (limit, cost)
+# per bucket, then (limit, amount, expires_in_s, seed) per budget. Same arithmetic as
+# LimitState.admit.
+ADMIT_LUA = (
+    NOW_LUA
+    + """
+local P = #ARGV[5]
 local principal = ARGV[2]
 local nt = tonumber(ARGV[3])
 local nr = tonumber(ARGV[4])
@@ -143,11 +156,13 @@ for j = 1, nr do
 end
 return cjson.encode({allowed=true, levels=report(), spent=spent_out})
 """
+)
 
-# KEYS: the buckets, then the budgets. ARGV: now, #buckets, then (limit, extra) per bucket,
+# KEYS: the buckets, then the budgets. ARGV: offset, #buckets, then (limit, extra) per bucket,
 # then extra per budget.
-ADJUST_LUA = """
-local now = tonumber(ARGV[1])
+ADJUST_LUA = (
+    NOW_LUA
+    + """
 local nt = tonumber(ARGV[2])
 for i = 1, nt do
   local limit = tonumber(ARGV[2 + 2 * i - 1])
@@ -170,15 +185,19 @@ for j = nt + 1, #KEYS do
 end
 return 1
 """
+)
 
 
 class RedisLimiter:
-    """The decision in Redis: one script call per request, atomic across every replica."""
+    """The decision in Redis: one script call per request, atomic across every replica, on
+    Redis's clock. ``test_clock`` (tests only) decides at its time instead."""
 
-    def __init__(self, url: str, clock: Clock = time.time, timeout_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 0.5, *, test_clock: Clock | None = None
+    ) -> None:
         import redis.asyncio as redis
 
-        self.clock = clock
+        self._test_clock = test_clock
         self._client: Any = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -189,7 +208,7 @@ class RedisLimiter:
         self, takes: list[Take], reserves: list[Reserve], principal: str | None = None
     ) -> Decision:
         keys = [REVOKED, *(PREFIX + t.key for t in takes), *(PREFIX + r.key for r in reserves)]
-        args: list[Any] = [repr(self.clock()), principal or "", len(takes), len(reserves), PREFIX]
+        args: list[Any] = [self._now(), principal or "", len(takes), len(reserves), PREFIX]
         for t in takes:
             args += [repr(float(t.limit)), repr(float(t.cost))]
         for r in reserves:
@@ -203,7 +222,7 @@ class RedisLimiter:
         if not tokens and not dollars:
             return
         keys = [PREFIX + k for k in tokens] + [PREFIX + k for k in dollars]
-        args: list[Any] = [repr(self.clock()), len(tokens)]
+        args: list[Any] = [self._now(), len(tokens)]
         for limit, extra in tokens.values():
             args += [repr(float(limit)), repr(float(extra))]
         args += [repr(float(v)) for v in dollars.values()]
@@ -211,6 +230,9 @@ class RedisLimiter:
 
     async def revoke(self, principal: str) -> None:
         await self._client.sadd(REVOKED, principal)
+
+    def _now(self) -> str:
+        return "" if self._test_clock is None else repr(float(self._test_clock()))
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,7 +38,7 @@ async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Limiter
     if request.param == "local":
         yield LocalLimiter(clock), clock, scope
         return
-    backend = RedisLimiter(redis_url(), clock)
+    backend = RedisLimiter(redis_url(), test_clock=clock)
     yield backend, clock, scope
     await backend.aclose()
 
@@ -89,7 +90,7 @@ async def test_revocation_is_seen_by_the_next_decision(
 
 async def test_two_instances_sharing_redis_admit_exactly_the_limit() -> None:
     clock = Clock()
-    a, b = RedisLimiter(redis_url(), clock), RedisLimiter(redis_url(), clock)
+    a, b = RedisLimiter(redis_url(), test_clock=clock), RedisLimiter(redis_url(), test_clock=clock)
     key = f"rpm:key:{uuid.uuid4().hex[:8]}"
     budget = f"budget:team:{uuid.uuid4().hex[:8]}:day"
     try:
@@ -106,10 +107,28 @@ async def test_two_instances_sharing_redis_admit_exactly_the_limit() -> None:
     assert max(max(r.spent.values(), default=0) for r in results) <= 1.0
 
 
+async def test_replicas_whose_clocks_disagree_decide_on_redis_time() -> None:
+    """Two replicas on machines five minutes apart: the one ahead must not see the others'
+    buckets as refilled (each replica's own ``time.time`` would say it is)."""
+    behind, ahead = RedisLimiter(redis_url()), RedisLimiter(redis_url())
+    # what a replica's clock five minutes fast looks like to the limiter
+    ahead.clock = lambda: time.time() + 300  # type: ignore[attr-defined]
+    key = f"rpm:key:{uuid.uuid4().hex[:8]}"
+    try:
+        first = [await behind.admit([Take(key, 3, 1)], []) for _ in range(3)]
+        later = [await ahead.admit([Take(key, 3, 1)], []) for _ in range(3)]
+    finally:
+        await behind.aclose()
+        await ahead.aclose()
+    assert [d.allowed for d in first] == [True] * 3
+    assert [d.allowed for d in later] == [False] * 3
+    assert later[0].retry_after_s > 15  # one request back per 20 s
+
+
 async def test_redis_down_fails_open_to_local_decisions_or_closed(tmp_path: Path) -> None:
     server = PrivateRedis(tmp_path)
     clock = Clock()
-    shared = RedisLimiter(server.url, clock, timeout_s=0.3)
+    shared = RedisLimiter(server.url, timeout_s=0.3, test_clock=clock)
     open_ = FailoverLimiter(shared, LocalLimiter(clock), "open")
     closed = FailoverLimiter(shared, LocalLimiter(clock), "closed")
     take = Take("rpm:key:failover", 2, 1)

@@ -23,6 +23,7 @@ from noa.routing.plan import Plan
 from noa.routing.results import PrimedStream, Routed, RouteInfo
 from noa.storage.usage import UsageRecord, UsageRecorder
 from noa.wire.operations import Operation
+from noa.wire.usage import StreamTally
 
 Body = dict[str, Any]
 Clock = Callable[[], float]
@@ -39,7 +40,7 @@ class Accounting:
     async def admit(self, principal: Principal, plan: Plan) -> Meter:
         """The request's meter, once its limits and budget allow it (429 / 403 otherwise)."""
         ticket = await self.gate.admit(principal, plan)
-        return Meter(self, principal, plan.operation, ticket, self.clock())
+        return Meter(self, principal, plan, ticket, self.clock())
 
     async def _settle(
         self,
@@ -98,9 +99,13 @@ class Meter:
 
     accounting: Accounting
     principal: Principal
-    operation: Operation
+    plan: Plan
     ticket: Ticket | None
     started: float
+
+    @property
+    def operation(self) -> Operation:
+        return self.plan.operation
 
     async def settle(
         self,
@@ -117,7 +122,12 @@ class Meter:
 
     async def answered(self, result: Routed) -> Routed:
         """A JSON answer settled, with the caller's ``x-ratelimit-*`` headers."""
-        await self.settle(result.info, result.body.get("usage"), 200)
+        usage = result.body.get("usage")
+        if not usage:  # an upstream that reports none is charged what its answer holds
+            tally = StreamTally()
+            tally.observe_body(result.body)
+            usage = tally.usage(self.plan.tokens.prompt)
+        await self.settle(result.info, usage, 200)
         info = self._with_limits(result.info)
         return result if info is result.info else Routed(result.body, info)
 
@@ -126,16 +136,17 @@ class Meter:
         return PrimedStream(self._with_limits(stream.info), None, self._watched(stream), None)
 
     async def _watched(self, stream: PrimedStream) -> AsyncGenerator[Body, None]:
+        """Settled with the provider's usage chunk, or, for a stream cut before it (the client
+        left, the upstream failed), with what passed: the prompt and the text seen."""
         clock = self.accounting.clock
         ttft: float | None = None
-        usage: Body | None = None
+        tally = StreamTally()
         status = 499  # the client left before the end
         try:
             async for chunk in stream:
                 if ttft is None:
                     ttft = clock()
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
+                tally.observe(chunk)
                 yield chunk
             status = 200
         except NoaError as e:
@@ -143,6 +154,8 @@ class Meter:
             raise
         finally:
             await stream.aclose()
+            # opened means the upstream read the prompt, whether or not a chunk got through
+            usage = tally.reported or tally.usage(self.plan.tokens.prompt)
             await self.settle(stream.info, usage, status, ttft)
 
     def _with_limits(self, info: RouteInfo) -> RouteInfo:

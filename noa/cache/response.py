@@ -36,6 +36,9 @@ Body = dict[str, Any]
 Policy = Literal["use", "bypass", "refresh"]
 POLICIES = ("use", "bypass", "refresh")
 BODY_FIELD = "noa_cache"
+# the answer of an identical request's upstream call (single flight): like a hit, it made no
+# call of its own, so it costs nothing and counts no provider request, tokens or quota
+FOLLOWED = "hit-flight"
 MAX_PENDING_STORES = 1000  # entries being written to the tiers at once, at most
 logger = logging.getLogger("noa.cache")
 
@@ -163,7 +166,7 @@ class ResponseCache:
             raw = await asyncio.shield(flight)
             if raw is not None:
                 self.counts["shared"] += 1
-                return self._from_entry(raw, stream, "miss")
+                return self._from_entry(raw, stream, FOLLOWED)
             return _labelled(await call(), "miss")  # the first one failed: go ourselves
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._flights[key] = future
@@ -192,7 +195,7 @@ class ResponseCache:
                     finish(joined, store=False)
                     self.counts["shared_across"] += 1
                     self._spawn(self.tiers.fill_above(key, joined, "l2"))
-                    return self._from_entry(joined, stream, "miss")
+                    return self._from_entry(joined, stream, FOLLOWED)
                 lease = joined
             result = await call()
         except BaseException:

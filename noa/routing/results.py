@@ -1,10 +1,12 @@
 """What a route gives back: ``RouteInfo`` (the ``x-noa-*`` headers, and the price charged),
-``Routed`` (a JSON answer with its route) and ``PrimedStream`` (a streamed one)."""
+``Routed`` (a JSON answer with its route) and ``PrimedStream`` (a streamed one, with
+``carries_content``: which of its chunks commit the router to it)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+import collections
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -77,8 +79,35 @@ class Outcome(Protocol):
     def close(self, *, ok: bool | None, body: Body | None = None) -> None: ...
 
 
+def carries_content(chunk: Body) -> bool:
+    """Whether a streamed chunk says something of the answer: text, a tool or function call, a
+    refusal, reasoning, log probabilities, a finish reason or usage. False only for the preamble
+    upstreams send first (OpenAI's ``{"role": "assistant", "content": ""}`` delta, Azure's
+    prompt-filter results with no choices); a chunk of a shape not known here counts as content.
+    """
+    if chunk.get("usage"):
+        return True
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return True
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return True
+        if choice.get("finish_reason") or choice.get("text") or choice.get("logprobs"):
+            return True
+        delta = choice.get("delta")
+        if delta is None:
+            continue
+        if not isinstance(delta, dict):
+            return True
+        if any(value for name, value in delta.items() if name != "role"):
+            return True
+    return False
+
+
 class PrimedStream:
-    """An async iterator whose first item was already fetched; ``aclose`` releases upstream.
+    """An async iterator whose first items were already fetched (``held``: the chunks read
+    before the router committed to the stream); ``aclose`` releases upstream.
 
     With ``idle_timeout_s``, a wait for the next chunk longer than that fails the stream.
     """
@@ -86,7 +115,7 @@ class PrimedStream:
     def __init__(
         self,
         info: RouteInfo,
-        first: Body | None,
+        held: Sequence[Body] | None,
         rest: AsyncIterator[Body],
         model: str | None,
         *,
@@ -94,7 +123,7 @@ class PrimedStream:
         lease: Outcome | None = None,
     ) -> None:
         self.info = info
-        self._first = first
+        self._held = collections.deque(held or ())
         self._rest = rest
         self._model = model
         self._idle = idle_timeout_s
@@ -109,8 +138,8 @@ class PrimedStream:
         return self
 
     async def __anext__(self) -> Body:
-        if self._first is not None:
-            item, self._first = self._first, None
+        if self._held:
+            item = self._held.popleft()
         else:
             item = await self._next()
         if self._model is not None:

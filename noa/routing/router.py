@@ -6,10 +6,11 @@ retryable failures with exponential backoff and jitter (or the upstream's Retry-
 back to the next. Client errors (400, 404, 413...) end the request at once: another provider would
 refuse the same request. A deadline bounds the whole chain.
 
-Streams are *primed*: the router waits for a candidate's first chunk before handing the stream
-back, so a failure before the first token moves on to the next candidate invisibly; after it, the
-failure reaches the client as an SSE error event. A stream silent for longer than the idle
-timeout fails the same way.
+Streams are *primed*: the router holds a candidate's chunks until one carries content (text, a
+tool call, a finish reason...; not OpenAI's opening role delta) before handing the stream back,
+so a failure before the first token moves on to the next candidate invisibly, the held chunks
+dropped; after it, the failure reaches the client as an SSE error event. A stream silent for
+longer than the idle timeout fails the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from noa.routing.attempts import Hold, Skip, deadline_error, exhausted_error
 from noa.routing.breakers.board import Breakers
 from noa.routing.plan import Candidate, Plan, Tokens
 from noa.routing.quota import ProviderQuota
-from noa.routing.results import PrimedStream, Routed, RouteInfo, empty_stream
+from noa.routing.results import PrimedStream, Routed, RouteInfo, carries_content, empty_stream
 from noa.routing.selection import TrafficStats, order
 
 Clock = Callable[[], float]
@@ -38,6 +39,7 @@ T = TypeVar("T")
 Attempt = Callable[[Provider, Candidate, Hold, float], Awaitable[T]]
 logger = logging.getLogger("noa.router")
 NO_TOKENS = Tokens(0, 0, False)
+MAX_HELD = 32  # chunks held while priming a stream; past that it is committed to anyway
 
 
 class Router:
@@ -214,22 +216,26 @@ class Router:
         return Routed(body, replace(info, upstream_s=upstream_s))
 
     async def open(self, plan: Plan) -> PrimedStream:
-        """The first stream along the plan's candidates that sends its first chunk."""
+        """The first stream along the plan's candidates that sends a chunk with content."""
         idle = self.routing.stream_idle_timeout_s
 
         async def attempt(
             provider: Provider, candidate: Candidate, hold: Hold, remaining: float
-        ) -> tuple[Body | None, AsyncIterator[Body], Hold]:
+        ) -> tuple[list[Body], AsyncIterator[Body], Hold]:
             chunks = provider.stream(plan.operation, plan.body, candidate.upstream)
             iterator = chunks.__aiter__()
+            deadline = self._clock() + remaining
+            held: list[Body] = []
             try:
-                async with asyncio.timeout(min(idle, remaining)):
-                    first: Body | None = await iterator.__anext__()
+                while not held or (not carries_content(held[-1]) and len(held) < MAX_HELD):
+                    left = deadline - self._clock()
+                    async with asyncio.timeout(min(idle, left)):
+                        held.append(await iterator.__anext__())
             except StopAsyncIteration:
-                first = None
+                pass  # the stream ended: what it sent is the answer
             except TimeoutError:
                 await _close(iterator)
-                if idle >= remaining:
+                if idle >= left:
                     raise  # the deadline: the chain ends
                 raise UpstreamTimeoutError(
                     f"provider '{candidate.provider}' sent nothing for {idle:g} s",
@@ -237,18 +243,18 @@ class Router:
                     code="stream_stalled",
                 ) from None
             except BaseException:
-                await _close(iterator)
+                await _close(iterator)  # what was held is dropped: the client saw none of it
                 raise
             hold.first_token()
-            return first, iterator, hold
+            return held, iterator, hold
 
-        (first, iterator, hold), candidate, attempts, fallbacks = await self._run(plan, attempt)
+        (held, iterator, hold), candidate, attempts, fallbacks = await self._run(plan, attempt)
         info = RouteInfo.of(candidate, attempts, fallbacks)
-        if first is None:
+        if not held:
             hold.close(ok=True)
             return PrimedStream(info, None, empty_stream(), None)
         return PrimedStream(
-            info, first, iterator, self._model_for(candidate), idle_timeout_s=idle, lease=hold
+            info, held, iterator, self._model_for(candidate), idle_timeout_s=idle, lease=hold
         )
 
     # -- health ------------------------------------------------------------------------------

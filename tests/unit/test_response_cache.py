@@ -98,7 +98,7 @@ class FakeRouter:
                     raise UpstreamError("cut mid-stream", provider="openai")
                 yield item
 
-        return PrimedStream(INFO, chunks[0], rest(), None)
+        return PrimedStream(INFO, [chunks[0]], rest(), None)
 
     async def embeddings(self, request: Body) -> Routed:
         await self._begin({"messages": [{"content": request["input"]}]})

@@ -53,9 +53,20 @@ def chunk(text: str) -> Body:
     }
 
 
+ROLE = {
+    "id": "x",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "m",
+    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+}
+
+
 class Scripted(Provider):
     """Outcomes in order (then ``default``): "ok", an exception, "cut" (stream: one chunk, then
-    an error), "stall" (stream: nothing, ever), or a callable run before answering."""
+    an error), "stall" (stream: nothing, ever), "role" (stream: OpenAI's role delta first),
+    "role-cut" / "role-stall" (the role delta, then an error / nothing), or a callable run
+    before answering."""
 
     kind = "openai"
 
@@ -85,6 +96,12 @@ class Scripted(Provider):
         outcome = self._next(model)
         if outcome == "stall":
             await asyncio.Event().wait()
+        if isinstance(outcome, str) and outcome.startswith("role"):
+            yield dict(ROLE)
+            if outcome == "role-cut":
+                raise UpstreamError("connection reset after the role delta", provider=self.name)
+            if outcome == "role-stall":
+                await asyncio.Event().wait()
         yield chunk(f"{self.name}:")
         if outcome == "cut":
             raise UpstreamError("connection reset mid-stream", provider=self.name)
@@ -463,6 +480,92 @@ async def test_a_stalled_stream_fails_over_before_its_first_token() -> None:
     stream = await router.stream_chat({**REQUEST, "stream": True})
     assert stream.info.provider == "p2"
     assert router.breakers.get("p1/a").consecutive == 1
+
+
+async def test_a_stream_that_fails_after_its_role_delta_fails_over_cleanly() -> None:
+    clock = ManualClock()
+    p1 = Scripted("p1", "role-cut")
+    p2 = Scripted("p2", "role")
+    router = make_router(p1, p2, clock=clock, routing={"retries": 0})
+    stream = await router.stream_chat({**REQUEST, "stream": True})
+    got = [c async for c in stream]
+    deltas = [c["choices"][0]["delta"] for c in got]
+    assert deltas == [{"role": "assistant", "content": ""}, {"content": "p2:"}, {"content": "b"}]
+    assert stream.info.provider == "p2" and stream.info.fallbacks == 1
+    assert router.stats.get("p1/a").failures == 1 and router.breakers.get("p1/a").consecutive == 1
+    assert router.stats.get("p2/b").in_flight == 0 and router.stats.get("p2/b").successes == 1
+
+
+async def test_a_stream_that_stalls_after_its_role_delta_fails_over() -> None:
+    clock = ManualClock()
+    p1 = Scripted("p1", "role-stall")
+    p2 = Scripted("p2")
+    router = make_router(p1, p2, clock=clock, routing={"stream_idle_timeout_s": 0.02, "retries": 0})
+    stream = await router.stream_chat({**REQUEST, "stream": True})
+    assert [c["choices"][0]["delta"]["content"] async for c in stream] == ["p2:", "b"]
+    assert stream.info.provider == "p2"
+
+
+async def test_the_time_to_first_token_is_taken_at_the_first_content() -> None:
+    clock = ManualClock()
+    p3 = Scripted("p3")
+
+    async def slow_to_speak(request: Body, model: str) -> AsyncGenerator[Body, None]:
+        yield dict(ROLE)
+        clock.now += 0.25  # the model thinks after its role delta
+        yield chunk("hi")
+
+    p3.stream_chat = slow_to_speak  # type: ignore[method-assign]
+    router = make_router(p3, clock=clock)
+    stream = await router.stream_chat({**REQUEST, "model": "solo", "stream": True})
+    assert [c["choices"][0]["delta"].get("content") async for c in stream] == ["", "hi"]
+    assert router.stats.get("p3/c").ttft_s == pytest.approx(0.25)
+
+
+async def test_a_stream_of_only_a_role_delta_is_answered_as_it_is() -> None:
+    clock = ManualClock()
+    p3 = Scripted("p3")
+
+    async def says_nothing(request: Body, model: str) -> AsyncGenerator[Body, None]:
+        yield dict(ROLE)
+
+    p3.stream_chat = says_nothing  # type: ignore[method-assign]
+    router = make_router(p3, clock=clock)
+    stream = await router.stream_chat({**REQUEST, "model": "solo", "stream": True})
+    assert [c async for c in stream] == [ROLE]
+    assert router.stats.get("p3/c").in_flight == 0 and router.stats.get("p3/c").successes == 1
+
+
+def delta_chunk(delta: dict[str, Any] | None = None, **choice: Any) -> Body:
+    if delta is not None:
+        choice["delta"] = delta
+    return {"id": "x", "object": "chat.completion.chunk", "choices": [{"index": 0, **choice}]}
+
+
+@pytest.mark.parametrize(
+    ("item", "content"),
+    [
+        (ROLE, False),
+        (delta_chunk({"role": "assistant"}), False),
+        (delta_chunk({"content": None, "tool_calls": []}, finish_reason=None), False),
+        ({"id": "x", "choices": [], "prompt_filter_results": []}, False),
+        (delta_chunk({"content": "hi"}), True),
+        (delta_chunk({"role": "assistant", "content": "hi"}), True),
+        (delta_chunk({"tool_calls": [{"index": 0, "id": "call_1"}]}), True),
+        (delta_chunk({"function_call": {"name": "f"}}), True),
+        (delta_chunk({"refusal": "no"}), True),
+        (delta_chunk({"reasoning_content": "hmm"}), True),
+        (delta_chunk({}, finish_reason="stop"), True),
+        (delta_chunk(text="", finish_reason=None), False),
+        (delta_chunk(text="once"), True),
+        ({"id": "x", "choices": [], "usage": {"total_tokens": 3}}, True),
+        ({"id": "x", "something": "else"}, True),
+    ],
+)
+def test_which_chunks_carry_content(item: Body, content: bool) -> None:
+    from noa.routing.results import carries_content
+
+    assert carries_content(item) is content
 
 
 async def test_cancelling_a_call_releases_everything() -> None:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from noa.access.accounting import Accounting
 from noa.access.identity import MASTER, Principal
 from noa.cache.response import BODY_FIELD, Policy, ResponseCache, requested_policy
+from noa.errors import ModelNotFoundError
 from noa.observability.tracing import Tracing, record_error
 from noa.routing.plan import Plan
 from noa.routing.registry import ModelRegistry
@@ -123,11 +124,19 @@ class NoaService:
             return hit
         return await self.cache.through(lookup, plan.stream, lambda: self.router.route(plan))
 
-    def list_models(self) -> Body:
-        return {"object": "list", "data": self.registry.list_models()}
+    def list_models(self, principal: Principal | None = None) -> Body:
+        """The models ``principal`` may use (every one for the master key and Python callers)."""
+        cards = self.registry.list_models()
+        if principal is not None and principal.models is not None:
+            cards = [card for card in cards if principal.allows(card["id"])]
+        return {"object": "list", "data": cards}
 
-    def get_model(self, model_id: str) -> Body:
-        return self.registry.get_model(model_id)
+    def get_model(self, model_id: str, principal: Principal | None = None) -> Body:
+        """One model's card; a model ``principal`` may not use is a 404 like an unknown one."""
+        card = self.registry.get_model(model_id)
+        if principal is not None and not principal.allows(card["id"]):
+            raise ModelNotFoundError(f"The model `{model_id}` does not exist", param="model")
+        return card
 
     # Python callers (DeploymentHandles) send the same JSON bodies as HTTP clients.
 

@@ -78,11 +78,11 @@ def _endpoint(service: NoaService, route: OperationRoute) -> Callable[..., Any]:
 def openai_router(service: NoaService) -> APIRouter:
     router = APIRouter(route_class=NoaRoute)
 
-    async def list_models() -> Response:
-        return json_response(service.list_models())
+    async def list_models(request: Request) -> Response:
+        return json_response(service.list_models(_asked(request)[1]))
 
-    async def get_model(model_id: str) -> Response:
-        return json_response(service.get_model(model_id))
+    async def get_model(request: Request, model_id: str) -> Response:
+        return json_response(service.get_model(model_id, _asked(request)[1]))
 
     # (path, handler, method, summary, seed-architecture alias)
     routes: list[tuple[str, Callable[..., Any], str, str, str | None]] = [

@@ -205,6 +205,35 @@ def test_rotation_allowed_models_and_admin_scope(replicas: tuple[Replica, Replic
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "rpm"
 
 
+def test_a_key_sees_only_the_models_it_may_use(replicas: tuple[Replica, Replica]) -> None:
+    a, _ = replicas
+    key, _ = new_key(a.url, models=["gpt"])
+    as_key = {"authorization": f"Bearer {key}"}
+    for path in ("/v1/models", "/api/v1/models"):
+        listed = httpx.get(a.url + path, headers=as_key)
+        assert listed.status_code == 200
+        assert [m["id"] for m in listed.json()["data"]] == ["gpt"]
+    everything = admin(a.url, "GET", "/v1/models").json()["data"]
+    assert {m["id"] for m in everything} == {"gpt", "other"}
+
+    assert httpx.get(a.url + "/v1/models/gpt", headers=as_key).json()["id"] == "gpt"
+    unknown = httpx.get(a.url + "/v1/models/no-such-model", headers=as_key)
+    for refused in (
+        httpx.get(a.url + "/v1/models/other", headers=as_key),
+        httpx.get(a.url + "/api/v1/models/other", headers=as_key),
+    ):
+        assert refused.status_code == unknown.status_code == 404
+        assert refused.json()["error"]["code"] == unknown.json()["error"]["code"]
+        assert refused.json()["error"]["type"] == unknown.json()["error"]["type"]
+    assert admin(a.url, "GET", "/v1/models/other").status_code == 200
+
+    team = f"team-{uuid.uuid4().hex[:6]}"
+    admin(a.url, "PUT", f"/v1/admin/teams/{team}", json={"models": ["other"]})
+    member, _ = new_key(a.url, team=team)
+    listed = httpx.get(a.url + "/v1/models", headers={"authorization": f"Bearer {member}"})
+    assert [m["id"] for m in listed.json()["data"]] == ["other"]
+
+
 def test_team_limits_are_shared_by_its_keys(replicas: tuple[Replica, Replica]) -> None:
     a, b = replicas
     team = f"team-{uuid.uuid4().hex[:6]}"

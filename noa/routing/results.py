@@ -14,6 +14,7 @@ from noa.config import Price
 from noa.errors import NoaError, UpstreamTimeoutError
 from noa.providers.base import Body
 from noa.routing.plan import Candidate
+from noa.wire.usage import StreamTally
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,8 @@ class PrimedStream:
         *,
         idle_timeout_s: float | None = None,
         lease: Outcome | None = None,
+        tally: StreamTally | None = None,
+        prompt_tokens: int = 0,
     ) -> None:
         self.info = info
         self._held = collections.deque(held or ())
@@ -128,6 +131,8 @@ class PrimedStream:
         self._model = model
         self._idle = idle_timeout_s
         self._lease = lease
+        self._tally = tally  # counts what passes, for the lease (a provider quota) to charge
+        self._prompt = prompt_tokens
 
     def __aiter__(self) -> PrimedStream:
         return self
@@ -144,7 +149,18 @@ class PrimedStream:
             item = await self._next()
         if self._model is not None:
             item["model"] = self._model
+        if self._tally is not None:
+            self._tally.observe(item)
         return item
+
+    def _close_lease(self, ok: bool | None) -> None:
+        if self._lease is None:
+            return
+        if self._tally is None:
+            self._lease.close(ok=ok)
+            return
+        usage = self._tally.usage(self._prompt)  # what the stream used, cut or not
+        self._lease.close(ok=ok, body={"usage": usage} if usage else None)
 
     async def _next(self) -> Body:
         try:
@@ -161,12 +177,10 @@ class PrimedStream:
                     code="stream_stalled",
                 ) from None
         except StopAsyncIteration:
-            if self._lease is not None:
-                self._lease.close(ok=True)
+            self._close_lease(True)
             raise
         except NoaError:
-            if self._lease is not None:
-                self._lease.close(ok=False)
+            self._close_lease(False)
             raise
 
     async def aclose(self) -> None:
@@ -175,8 +189,7 @@ class PrimedStream:
             if aclose is not None:
                 await aclose()
         finally:
-            if self._lease is not None:
-                self._lease.close(ok=None)  # closed early (client gone): no verdict
+            self._close_lease(None)  # closed early (client gone): no verdict
 
 
 async def empty_stream() -> AsyncGenerator[Body, None]:

@@ -29,10 +29,12 @@ from noa.observability.tracing import Tracing, record_error
 from noa.providers.base import Body, Provider
 from noa.routing.attempts import Hold, Skip, deadline_error, exhausted_error
 from noa.routing.breakers.board import Breakers
-from noa.routing.plan import Candidate, Plan, Tokens
+from noa.routing.plan import Candidate, Plan
 from noa.routing.quota import ProviderQuota
 from noa.routing.results import PrimedStream, Routed, RouteInfo, carries_content, empty_stream
 from noa.routing.selection import TrafficStats, order
+from noa.routing.tokens import Tokens
+from noa.wire.usage import StreamTally
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -253,8 +255,16 @@ class Router:
         if not held:
             hold.close(ok=True)
             return PrimedStream(info, None, empty_stream(), None)
+        metered = hold.slot is not None  # a provider quota: charged what the stream used
         return PrimedStream(
-            info, held, iterator, self._model_for(candidate), idle_timeout_s=idle, lease=hold
+            info,
+            held,
+            iterator,
+            self._model_for(candidate),
+            idle_timeout_s=idle,
+            lease=hold,
+            tally=StreamTally() if metered else None,
+            prompt_tokens=plan.tokens.prompt if metered else 0,
         )
 
     # -- health ------------------------------------------------------------------------------

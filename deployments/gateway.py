@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.startup import check_where_served
 from noa.build import gateway
 from noa.config import parse_config
 from noa.wire.operations import Operation
@@ -39,6 +40,7 @@ class Gateway:
     ) -> None:
         replica = str(serve.get_replica_context().replica_id)
         cfg = parse_config(config)
+        await check_where_served(cfg)  # refuses to start where it would be unsafe
         self.parts = gateway.served(cfg, local, router, health, cache, limiter, replica)
         self.parts.start()
 

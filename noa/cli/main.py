@@ -4,7 +4,6 @@ revoke|rotate``; ``noa serve`` joins them from ``deployments/cli.py`` (the one t
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -12,32 +11,21 @@ from dataclasses import dataclass
 
 from noa.cli import keys as cli_keys
 from noa.config import ConfigError, NoaConfig, load_config
+from noa.config.guards import check_public_listen
 
 logger = logging.getLogger("noa.cli")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def resolve_serve_config(config: NoaConfig, host: str | None, port: int | None) -> NoaConfig:
-    """Apply --host/--port; without a master key, refuse to listen beyond loopback."""
+    """Apply --host/--port; with auth off, refuse to listen beyond loopback (unless the
+    operator opted in: ``auth.allow_unauthenticated_public``)."""
     server = config.server.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
-    if config.auth.master_key() is None:
-        if not _is_loopback(server.host):
-            raise ConfigError(
-                f"refusing to listen on {server.host} without a master key: set "
-                f"{config.auth.master_key_env} to enable auth, or listen on 127.0.0.1"
-            )
+    check_public_listen(config, server.host)
+    if not config.auth.is_on():
         logger.warning(
-            "auth is off: %s is not set, so NOA listens on %s only",
+            "auth is off: %s is not set, so NOA answers anyone who can reach %s",
             config.auth.master_key_env,
             server.host,
         )

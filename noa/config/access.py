@@ -3,6 +3,7 @@ where limits are decided, and how usage is written."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 
 from noa.config.base import Strict, env_secret
+
+# The operator's explicit opt-in to serve other machines with auth off (as the config field).
+ALLOW_PUBLIC_ENV = "NOA_ALLOW_UNAUTHENTICATED_PUBLIC"
 
 
 class JwtClaims(Strict):
@@ -70,9 +74,24 @@ class AuthConfig(Strict):
         5.0, ge=0, description="how long a replica trusts a verified key before reading it again"
     )
     jwt: JwtConfig | None = Field(None, description="accept JWT bearer tokens")
+    allow_unauthenticated_public: bool = Field(
+        False,
+        description="serve beyond loopback with auth off (no master key, `required` off):"
+        f" refused at start-up unless this is true (or {ALLOW_PUBLIC_ENV}=1)",
+    )
 
     def master_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
         return env_secret(self.master_key_env, environ)
+
+    def is_on(self, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether a request needs a credential: a master key is set, or ``required``."""
+        return self.required or self.master_key(environ) is not None
+
+    def allows_public_without_auth(self, environ: Mapping[str, str] | None = None) -> bool:
+        """The operator opted in to serve other machines with auth off."""
+        env = environ if environ is not None else os.environ
+        flag = env.get(ALLOW_PUBLIC_ENV, "").strip().lower()
+        return self.allow_unauthenticated_public or flag in ("1", "true", "yes")
 
 
 class LimitsConfig(Strict):

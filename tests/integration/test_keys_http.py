@@ -144,7 +144,7 @@ def test_tokens_are_reserved_then_reconciled_with_the_reported_usage(
     assert expected <= remaining <= expected + 20
 
 
-def test_a_budget_under_fifty_concurrent_requests_is_overspent_by_at_most_one_reservation(
+def test_a_budget_under_fifty_concurrent_requests_is_never_overspent(
     replicas: tuple[Replica, Replica],
 ) -> None:
     a, b = replicas
@@ -158,9 +158,9 @@ def test_a_budget_under_fifty_concurrent_requests_is_overspent_by_at_most_one_re
     b.flush()
     usage = admin(a.url, "GET", f"/v1/admin/usage?group_by=key&key_id={record['id']}").json()
     spent = usage["data"][0]["cost_usd"]
-    # one reservation: the prompt estimate (1 token + 1) and 20 completion tokens at list price
-    reservation = (2 * PRICE["input"] + 20 * PRICE["output"]) / 1e6
-    assert spent <= 0.5 + reservation
+    # each request reserved the most it could cost (its prompt's bytes and 20 completion
+    # tokens), so requests admitted together stay within the budget
+    assert spent <= 0.5
 
 
 def test_revoked_and_expired_keys_are_refused_at_once(replicas: tuple[Replica, Replica]) -> None:

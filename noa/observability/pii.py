@@ -1,14 +1,17 @@
 """Masking personal data and secrets out of text before it is logged.
 
-Applied by the JSON log formatter to every free-text field of every line (messages, exceptions,
-extra string fields): e-mail addresses, API keys and bearer tokens (OpenAI, Anthropic, NOA, any
-``Bearer ...``), JWTs, payment card numbers (13-19 digits that pass the Luhn check) and phone
-numbers. Replacements name what was there (``[email]``, ``[key]``, ...) so a line still reads.
+Applied to every log record whatever logger it comes from (``noa/observability/logs.py``: its
+message and arguments, exception and stack text, and extra fields, strings nested in dicts and
+lists included) and again by the JSON log formatter to every line: e-mail addresses, API keys
+and bearer tokens (OpenAI, Anthropic, NOA, any ``Bearer ...``), JWTs, payment card numbers
+(13-19 digits that pass the Luhn check) and phone numbers. Replacements name what was there
+(``[email]``, ``[key]``, ...) so a line still reads.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
@@ -52,3 +55,30 @@ def mask(text: str) -> str:
     text = _EMAIL.sub("[email]", text)
     text = _CARD.sub(_card, text)
     return _PHONE.sub("[phone]", text)
+
+
+_PLAIN = (int, float, bool, type(None))
+_COLLECTIONS = (list, tuple, set, frozenset)
+MAX_DEPTH = 8  # nesting masked structure by structure; deeper, a value is masked as its text
+
+
+def mask_value(value: Any, depth: int = 0) -> Any:
+    """``value`` with every string in it masked: strings, dicts (their values), lists, tuples and
+    sets, nested. Numbers and None are left alone; any other object whose text holds something
+    to mask is replaced by its masked text (otherwise kept, so formatting it stays the same)."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, _PLAIN):
+        return value
+    if depth < MAX_DEPTH:
+        if isinstance(value, dict):
+            return {k: mask_value(v, depth + 1) for k, v in value.items()}
+        kind = type(value)
+        if kind in _COLLECTIONS:  # exactly these: a named tuple's fields are not one iterable
+            return kind(mask_value(v, depth + 1) for v in value)
+    try:
+        text = str(value)
+    except Exception:  # an object that cannot say what it is has nothing to leak here
+        return value
+    masked = mask(text)
+    return value if masked == text else masked

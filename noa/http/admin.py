@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from noa.access.identity import Authenticator, Principal
 from noa.access.keys import KeyStore, Limits, TeamStore
@@ -28,6 +28,7 @@ from noa.access.limiter import Limiter
 from noa.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from noa.http.render import NoaRoute, json_response
 from noa.storage.usage import GroupBy, UsageQueries
+from noa.wire.json_bounds import BoundedJson
 
 Clock = Callable[[], float]
 
@@ -42,7 +43,7 @@ class Admin:
     clock: Clock = time.time
 
 
-class _Body(BaseModel):
+class _Body(BoundedJson):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -11,11 +11,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from noa.wire.json_bounds import BoundedJson
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class _Body(_Open, BoundedJson):
+    """A whole request body (nested parts are ``_Open``)."""
 
 
 class StreamOptions(_Open):
@@ -35,7 +41,7 @@ class ChatMessage(_Open):
 Stop = str | Annotated[list[str], Field(max_length=16)] | None
 
 
-class ChatCompletionRequest(_Open):
+class ChatCompletionRequest(_Body):
     """``POST /v1/chat/completions``."""
 
     model: str = Field(min_length=1)
@@ -71,7 +77,7 @@ class ChatCompletionRequest(_Open):
         return tools
 
 
-class CompletionRequest(_Open):
+class CompletionRequest(_Body):
     """``POST /v1/completions`` (legacy text completions)."""
 
     model: str = Field(min_length=1)
@@ -94,7 +100,7 @@ class CompletionRequest(_Open):
     best_of: int | None = Field(None, ge=0, le=20)
 
 
-class EmbeddingRequest(_Open):
+class EmbeddingRequest(_Body):
     """``POST /v1/embeddings``."""
 
     model: str = Field(min_length=1)

@@ -8,12 +8,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from noa.errors import InvalidRequestError
+from noa.wire.json_bounds import TOO_DEEP
 
 
 def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
     """A 400 naming the first offending field, as OpenAI does (``messages.0.role``)."""
     first = errors[0]
     kind = first["type"]
+    if kind == TOO_DEEP:
+        return InvalidRequestError(f"{first['msg']}.", code=TOO_DEEP)
     if kind == "json_invalid":
         ctx = first.get("ctx") or {}
         return InvalidRequestError(

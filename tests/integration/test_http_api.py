@@ -205,6 +205,35 @@ def test_client_errors(client: openai.OpenAI, http: httpx.Client, noa_url: str) 
     assert "does not support embeddings" in error["message"]
 
 
+def test_a_body_nested_too_deep_is_a_400_before_any_work(
+    http: httpx.Client, fake: FakeUpstream
+) -> None:
+    def nested(depth: int) -> object:
+        value: object = 1
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    bodies = {
+        "/v1/chat/completions": {"messages": MSG},
+        "/api/v1/inference/chat": {"messages": MSG},
+        "/v1/completions": {"prompt": "x"},
+        "/v1/embeddings": {"input": "x"},
+        "/api/v1/inference/embeddings": {"input": "x"},
+    }
+    for path, body in bodies.items():
+        fine = http.post(path, json={"model": "openai/gpt-fake", **body, "x": nested(63)})
+        assert fine.status_code == 200, fine.text
+        sent = len(fake.requests)
+        for depth in (64, 300):
+            deep = {"model": "openai/gpt-fake", **body, "x": nested(depth)}
+            error = _error(http.post(path, json=deep), 400)
+            assert error["type"] == "invalid_request_error"
+            assert error["code"] == "json_too_deep"
+            assert "more than 64 levels deep" in error["message"]
+        assert len(fake.requests) == sent
+
+
 def test_chunked_oversized_body_is_refused(http: httpx.Client) -> None:
     def body() -> Iterator[bytes]:
         yield b'{"model": "local/tiny", "messages": [{"role": "user", "content": "'

@@ -234,6 +234,23 @@ def test_a_key_sees_only_the_models_it_may_use(replicas: tuple[Replica, Replica]
     assert [m["id"] for m in listed.json()["data"]] == ["other"]
 
 
+def test_admin_bodies_nested_too_deep_are_refused_and_lists_still_work(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, _ = replicas
+    deep: Any = 1
+    for _ in range(300):
+        deep = {"a": deep}
+    team = f"team-{uuid.uuid4().hex[:6]}"
+    for method, path in (("POST", "/v1/admin/keys"), ("PUT", f"/v1/admin/teams/{team}")):
+        refused = admin(a.url, method, path, json={"metadata": deep})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "json_too_deep"
+    for path in ("/v1/admin/keys", "/v1/admin/teams"):
+        assert admin(a.url, "GET", path).status_code == 200
+    assert admin(a.url, "GET", f"/v1/admin/teams/{team}").status_code == 404
+
+
 def test_team_limits_are_shared_by_its_keys(replicas: tuple[Replica, Replica]) -> None:
     a, b = replicas
     team = f"team-{uuid.uuid4().hex[:6]}"

@@ -53,6 +53,10 @@ BAD_BODIES = [
     (b'{"model": "m", "messages": []}', "text/plain"),
     (b'{"model": "m", "messages": []}', "application/vnd.api+json"),
     (b"x" * (LIMIT + 1), "application/json"),
+    (
+        b'{"model": "m", "messages": [{"role": "user"}], "x": ' + b"[" * 300 + b"]" * 300 + b"}",
+        "application/json",
+    ),
 ]
 
 

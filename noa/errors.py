@@ -13,7 +13,8 @@
     ├── UpstreamError                 502 upstream_error        (external, retryable)
     │   ├── UpstreamTimeoutError      504 timeout_error         (external, retryable)
     │   ├── UpstreamRateLimitError    502 upstream_error        (external, retryable)
-    │   └── UpstreamAuthError         502 upstream_error        (external, falls back, no retry)
+    │   ├── UpstreamAuthError         502 upstream_error        (external, falls back, no retry)
+    │   └── UpstreamTooLargeError     502 upstream_error        (external, falls back, no retry)
     └── ServiceUnavailableError       503 service_unavailable   (server)
 
 Every error crosses Ray DeploymentHandles, so each one pickles to itself with all its
@@ -194,6 +195,14 @@ class UpstreamAuthError(UpstreamError):
     default_code = "upstream_auth_failed"
 
 
+class UpstreamTooLargeError(UpstreamError):
+    """The provider's answer was larger than NOA reads (a gzip bomb, a runaway body): another
+    provider may answer; the same one would send it again."""
+
+    retryable = False
+    default_code = "upstream_response_too_large"
+
+
 class ServiceUnavailableError(NoaError):
     status_code = 503
     error_type = "service_unavailable"
@@ -216,6 +225,7 @@ ALL_ERRORS: tuple[type[NoaError], ...] = (
     UpstreamTimeoutError,
     UpstreamRateLimitError,
     UpstreamAuthError,
+    UpstreamTooLargeError,
     ServiceUnavailableError,
 )
 

@@ -44,6 +44,18 @@ class CloudProviderConfig(Strict):
     max_retries: int = Field(
         2, ge=0, le=10, description="SDK retries on transient errors (transport: sdk only)"
     )
+    max_connections: int = Field(
+        100,
+        ge=1,
+        description="connections open at once to the upstream (direct transport); requests"
+        " beyond wait for one",
+    )
+    max_response_bytes: int = Field(
+        64 << 20,
+        ge=1024,
+        description="largest answer read from the upstream, once decompressed (direct"
+        " transport: a JSON body, an SSE line); larger is a 502",
+    )
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
         return env_secret(self.api_key_env, environ)

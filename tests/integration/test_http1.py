@@ -7,7 +7,7 @@ import asyncio
 import datetime
 import gzip
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,77 +15,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from scripted_http import Server, answer, call, fixed
 
 from noa.providers.transport import http1
-
-Handler = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
-
-
-class Server:
-    """Reads each request (head and Content-Length body) and lets ``handler`` answer it; the
-    handler returns False to close the connection. Counts connections and requests."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self, ssl_context: ssl.SSLContext | None = None) -> Server:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)
-        return self
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                body = await reader.readexactly(length) if length else b""
-                self.requests.append(head + body)
-                if not await self.handler(head + body, reader, writer):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-
-def answer(body: bytes, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
-
-
-async def fixed(reply: bytes, keep: bool = True) -> Server:
-    async def handler(
-        request: bytes, reader: asyncio.StreamReader, w: asyncio.StreamWriter
-    ) -> bool:
-        w.write(reply)
-        await w.drain()
-        return keep
-
-    return await Server(handler).start()
-
-
-async def call(pool: http1.Pool, body: bytes = b"{}") -> tuple[int, bytes]:
-    head = http1.request_head("POST", "/v1/x", pool.host_header, {"Authorization": "Bearer k"})
-    response = await pool.request(http1.with_body(head, body), body)
-    try:
-        return response.status, await response.read()
-    finally:
-        response.close()
+from noa.providers.transport.pool import Pool
 
 
 @pytest.fixture
@@ -101,7 +34,7 @@ async def test_keep_alive_reuses_one_connection_and_sends_the_request_intact(
 ) -> None:
     server = await fixed(answer(b'{"ok": true}'))
     servers.append(server)
-    pool = http1.Pool(f"http://127.0.0.1:{server.port}")
+    pool = Pool(f"http://127.0.0.1:{server.port}")
     for _ in range(5):
         assert await call(pool, b'{"a": 1}') == (200, b'{"ok": true}')
     assert server.connections == 1 and len(server.requests) == 5
@@ -128,7 +61,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 async def test_every_body_framing(servers: list[Server], reply: bytes, keep: bool) -> None:
     server = await fixed(reply, keep)
     servers.append(server)
-    pool = http1.Pool(f"http://127.0.0.1:{server.port}")
+    pool = Pool(f"http://127.0.0.1:{server.port}")
     assert await call(pool) == (200, b"hello world")
     assert await call(pool) == (200, b"hello world")
     assert server.connections == (1 if keep else 2)
@@ -138,7 +71,7 @@ async def test_every_body_framing(servers: list[Server], reply: bytes, keep: boo
 async def test_connection_close_is_honoured(servers: list[Server]) -> None:
     server = await fixed(answer(b"x", b"Connection: close\r\n"), keep=True)
     servers.append(server)
-    pool = http1.Pool(f"http://127.0.0.1:{server.port}")
+    pool = Pool(f"http://127.0.0.1:{server.port}")
     for _ in range(3):
         assert await call(pool) == (200, b"x")
     assert server.connections == 3
@@ -165,7 +98,7 @@ async def test_a_kept_alive_connection_the_server_dropped_is_replaced_once(
 
     server = await Server(handler).start()
     servers.append(server)
-    pool = http1.Pool(f"http://127.0.0.1:{server.port}")
+    pool = Pool(f"http://127.0.0.1:{server.port}")
     assert await call(pool) == (200, b"ok")
     assert await call(pool) == (200, b"ok")
     assert server.connections == 2 and len(server.requests) == 3
@@ -178,7 +111,7 @@ async def test_a_kept_alive_connection_the_server_dropped_is_replaced_once(
 
     silent = await Server(always_silent).start()
     servers.append(silent)
-    fresh = http1.Pool(f"http://127.0.0.1:{silent.port}")
+    fresh = Pool(f"http://127.0.0.1:{silent.port}")
     with pytest.raises(http1.ConnectionClosed):  # a fresh connection is never retried
         await call(fresh)
     assert len(silent.requests) == 1
@@ -198,7 +131,7 @@ async def test_an_abandoned_response_never_goes_back_to_the_pool(servers: list[S
 
     server = await Server(slow).start()
     servers.append(server)
-    pool = http1.Pool(f"http://127.0.0.1:{server.port}")
+    pool = Pool(f"http://127.0.0.1:{server.port}")
     task = asyncio.create_task(call(pool))
     await asyncio.sleep(0.05)  # the first half is in
     task.cancel()
@@ -221,7 +154,7 @@ async def test_an_abandoned_response_never_goes_back_to_the_pool(servers: list[S
 async def test_malformed_answers_are_connection_errors(servers: list[Server], reply: bytes) -> None:
     server = await fixed(reply, keep=False)
     servers.append(server)
-    pool = http1.Pool(f"http://127.0.0.1:{server.port}")
+    pool = Pool(f"http://127.0.0.1:{server.port}")
     with pytest.raises(ConnectionError):
         await call(pool)
     pool.close()
@@ -233,7 +166,7 @@ async def test_a_slow_reader_pauses_the_socket_and_still_gets_every_byte(
     size = 5 * http1.MAX_BUFFERED
     server = await fixed(answer(b"z" * size))
     servers.append(server)
-    pool = http1.Pool(f"http://127.0.0.1:{server.port}")
+    pool = Pool(f"http://127.0.0.1:{server.port}")
     head = http1.request_head("GET", "/big", pool.host_header, {})
     response = await pool.request(head + b"\r\n")
     await asyncio.sleep(0.2)  # let the server push while nobody reads
@@ -249,7 +182,7 @@ def test_header_injection_is_refused() -> None:
     with pytest.raises(ValueError, match="line break"):
         http1.request_head("POST", "/v1/x", "h", {"Authorization": "Bearer k\r\nX-Evil: 1"})
     with pytest.raises(ValueError, match="not an http"):
-        http1.Pool("ftp://example.com")
+        Pool("ftp://example.com")
 
 
 def _certificate(directory: Path) -> tuple[Path, Path]:
@@ -295,12 +228,12 @@ async def test_tls_with_verification(servers: list[Server], tmp_path: Path) -> N
     server = await Server(handler).start(server_context)
     servers.append(server)
     trusting = ssl.create_default_context(cafile=str(cert))
-    pool = http1.Pool(f"https://localhost:{server.port}", ssl_context=trusting)
+    pool = Pool(f"https://localhost:{server.port}", ssl_context=trusting)
     assert await call(pool) == (200, b"secure")
     assert await call(pool) == (200, b"secure")
     assert server.connections == 1
     pool.close()
-    untrusting = http1.Pool(f"https://localhost:{server.port}")  # the system's CAs only
+    untrusting = Pool(f"https://localhost:{server.port}")  # the system's CAs only
     with pytest.raises(ssl.SSLError):
         await call(untrusting)
     untrusting.close()

@@ -1,5 +1,7 @@
-"""The direct transport: JSON and SSE over NOA's own keep-alive HTTP/1.1 pool (``http1.py``),
-with the URL and headers the official SDK client would send (see ``transport/__init__.py``)."""
+"""The direct transport: JSON and SSE over NOA's own keep-alive HTTP/1.1 pool (``pool.py``,
+``http1.py``), with the URL and headers the official SDK client would send (see
+``transport/__init__.py``). An answer larger than ``max_body_bytes`` (a JSON body, an SSE line,
+either once decompressed) is an ``UpstreamTooLargeError``, never a process out of memory."""
 
 from __future__ import annotations
 
@@ -15,12 +17,20 @@ import noa
 from noa.errors import (
     UpstreamError,
     UpstreamTimeoutError,
+    UpstreamTooLargeError,
     error_for_upstream_status,
     parse_retry_after,
     upstream_message,
 )
 from noa.providers.base import Body
-from noa.providers.transport.http1 import Pool, Response, request_head, with_body
+from noa.providers.transport.http1 import (
+    MAX_BODY_BYTES,
+    Response,
+    ResponseTooLarge,
+    request_head,
+    with_body,
+)
+from noa.providers.transport.pool import MAX_CONNECTIONS, Pool
 from noa.wire import sse
 
 # Headers that describe the SDK's own runtime, not the request: never sent by the direct path.
@@ -64,11 +74,18 @@ def sdk_request_headers(client: Any) -> dict[str, str]:
 
 
 class DirectTransport:
-    """JSON and SSE over NOA's own keep-alive HTTP/1.1 pool (``http1.py``), one per event loop
-    (created on first use)."""
+    """JSON and SSE over NOA's own keep-alive HTTP/1.1 pool (``pool.py``), one per event loop
+    (created on first use), of at most ``max_connections`` to the upstream."""
 
     def __init__(
-        self, provider: str, base_url: str, headers: Mapping[str, str], timeout_s: float
+        self,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.provider = provider
         parts = urlsplit(base_url)
@@ -77,20 +94,33 @@ class DirectTransport:
         self._headers = {"Accept-Encoding": "gzip, deflate", **headers}
         self._timeout_s = timeout_s
         self._connect_s = min(timeout_s, 30)
+        self._max_connections = max_connections
+        self._max_body = max_body_bytes
         self._pool: Pool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heads: dict[tuple[str, str], bytes] = {}
         self._head("POST", "/chat/completions")  # a bad URL or header fails at start-up
 
     @classmethod
-    def from_sdk_client(cls, provider: str, client: Any, timeout_s: float) -> DirectTransport:
-        return cls(provider, str(client.base_url), sdk_request_headers(client), timeout_s)
+    def from_sdk_client(
+        cls, provider: str, client: Any, timeout_s: float, **limits: int
+    ) -> DirectTransport:
+        """``limits``: ``max_connections``, ``max_body_bytes``."""
+        return cls(provider, str(client.base_url), sdk_request_headers(client), timeout_s, **limits)
+
+    def _new_pool(self) -> Pool:
+        return Pool(
+            self._origin,
+            connect_timeout_s=self._connect_s,
+            max_connections=self._max_connections,
+            max_body_bytes=self._max_body,
+        )
 
     def _head(self, method: str, path: str) -> bytes:
         head = self._heads.get((method, path))
         if head is None:
             if self._pool is None:
-                self._pool = Pool(self._origin, connect_timeout_s=self._connect_s)
+                self._pool = self._new_pool()
             target = f"{self._prefix}/{path.lstrip('/')}"
             head = request_head(method, target, self._pool.host_header, self._headers)
             self._heads[(method, path)] = head
@@ -101,7 +131,7 @@ class DirectTransport:
         if self._pool is None or self._loop is not loop:
             if self._pool is not None and self._loop is not None and not self._loop.is_closed():
                 self._pool.close()
-            self._pool = Pool(self._origin, connect_timeout_s=self._connect_s)
+            self._pool = self._new_pool()
             self._loop = loop
         return self._pool
 
@@ -112,6 +142,10 @@ class DirectTransport:
             yield
         except TimeoutError as e:
             raise UpstreamTimeoutError(f"provider '{name}' timed out", provider=name) from e
+        except ResponseTooLarge as e:
+            raise UpstreamTooLargeError(
+                f"provider '{name}' sent too large an answer ({e})", provider=name
+            ) from e
         except (OSError, ValueError) as e:  # refused, reset, TLS, DNS, a malformed response
             raise UpstreamError(
                 f"provider '{name}' could not be reached: {e}", provider=name
@@ -163,7 +197,8 @@ class DirectTransport:
             try:
                 await self._raise_for_status(response)
                 chunks = response.chunks(self._timeout_s)
-                async with contextlib.aclosing(sse.iter_data(_lines(chunks))) as events:
+                lines = _lines(chunks, self._max_body)
+                async with contextlib.aclosing(sse.iter_data(lines)) as events:
                     async for data in events:
                         yield data
             finally:
@@ -181,8 +216,8 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
-    """Lines of the body as they arrive, however long."""
+async def _lines(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncGenerator[str, None]:
+    """Lines of the body as they arrive, each at most ``max_bytes`` long."""
     buffer = bytearray()
     async with contextlib.aclosing(chunks):  # type: ignore[type-var]
         async for chunk in chunks:
@@ -192,5 +227,7 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
                 yield buffer[:end].rstrip(b"\r").decode("utf-8")
                 del buffer[: end + 1]
                 searched = 0
+            if len(buffer) > max_bytes:
+                raise ResponseTooLarge(f"a line: more than the {max_bytes} bytes read")
     if buffer:
         yield buffer.rstrip(b"\r").decode("utf-8")

@@ -5,37 +5,54 @@ CPU through ``aiohttp.ClientSession`` and about 60 us here (README, "Performance
 the upstream call was the largest single cost of a Gateway request. What is here is what NOA's
 upstreams need and nothing else: requests with a bytes body (or none), responses parsed by
 ``httptools`` (llhttp: content-length, chunked and close-delimited bodies), gzip/deflate
-decoding, keep-alive with idle expiry, one retry on a fresh connection when a reused one turns
-out to have been closed by the server before it answered, and no connection reuse after an
-abandoned response. No proxies, redirects or cookies (the SDK transport has them).
+decoding, bounded sizes (a response head of at most ``MAX_HEAD_BYTES``; a body, however it
+inflates, of at most the pool's ``max_body_bytes``: a gzip bomb is cut, not decompressed), and
+the connections themselves. The keep-alive pool over them, capped per origin, is in
+``pool.py``. No proxies, redirects or cookies (``transport/__init__.py`` hands requests that
+need a proxy to the SDK transport).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import ssl
-import time
+import contextlib
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import cast
-from urllib.parse import urlsplit
+from collections.abc import AsyncGenerator, Mapping
+from typing import Protocol, cast
 
 import httptools
 
 MAX_BUFFERED = 1 << 20  # stop reading from the socket while a reader is this far behind
+MAX_HEAD_BYTES = 64 << 10  # status line and headers
+MAX_BODY_BYTES = 64 << 20  # a body read whole, or waiting to be read, decompressed
 
 
 class ConnectionClosed(ConnectionError):
     """The server closed the connection before the response was complete."""
 
 
-class Response:
-    """One response: status and headers once they are in, the body as it arrives."""
+class ResponseTooLarge(ValueError):
+    """The response's head or body is larger than the client reads."""
 
-    def __init__(self, conn: _Connection) -> None:
+
+class Owner(Protocol):
+    """Where a connection goes back when its response is over (``pool.Pool``)."""
+
+    def release(self, conn: Connection) -> None: ...
+
+    def forget(self, conn: Connection) -> None:
+        """``conn`` is closed: it no longer counts against the cap."""
+        ...
+
+
+class Response:
+    """One response: status and headers once they are in, the body as it arrives (at most
+    ``max_bytes`` of it unread at a time, or read whole by ``read``)."""
+
+    def __init__(self, conn: Connection, max_bytes: int = MAX_BODY_BYTES) -> None:
         self._conn = conn
+        self._max = max_bytes
         self.status = 0
         self.reason = ""
         self.headers: dict[str, str] = {}
@@ -47,21 +64,37 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._decoder: zlib._Decompress | None = None
         self.received_any = False
+        self.head_bytes = 0  # of the headers parsed
+        self.head_pending = 0  # received while the head was not complete
 
     # -- fed by the connection ---------------------------------------------------------------
     def _on_headers(self) -> None:
         encoding = self.headers.get("content-encoding", "").lower()
+        length = self.headers.get("content-length", "")
         if encoding in ("gzip", "x-gzip", "deflate"):
             self._decoder = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
         elif encoding not in ("", "identity"):
             self._fail(ConnectionError(f"unsupported content-encoding {encoding!r}"))
             return
+        if length.isdigit() and int(length) > self._max:
+            self._too_large(f"a body of {int(length)} bytes")
+            return
         if not self.head.done():
             self.head.set_result(None)
 
+    def _too_large(self, what: str) -> None:
+        self._fail(ResponseTooLarge(f"{what}: more than the {self._max} bytes read"))
+        self._conn.drop()
+
     def _on_body(self, data: bytes) -> None:
-        if self._decoder is not None:
-            data = self._decoder.decompress(data)
+        if self._error is not None:
+            return
+        room = self._max - self._buffered
+        if self._decoder is not None:  # never inflated past the room, however it would
+            data = self._decoder.decompress(data, room + 1)
+        if len(data) > room:
+            self._too_large("a body" if self._decoder is None else "a body once decompressed")
+            return
         if data:
             self._chunks.append(data)
             self._buffered += len(data)
@@ -70,15 +103,20 @@ class Response:
             self._wake()
 
     def _on_complete(self) -> None:
+        if self._error is not None:
+            return
         if self._decoder is not None:
             tail = self._decoder.flush()
+            if len(tail) > self._max - self._buffered:
+                self._too_large("a body once decompressed")
+                return
             if tail:
                 self._chunks.append(tail)
         self.complete = True
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
-        if self.complete:
+        if self.complete or self._error is not None:  # the first reason is the one that counts
             return
         self._error = error
         if not self.head.done():
@@ -91,7 +129,7 @@ class Response:
             self._waiter.set_result(None)
 
     # -- read by the caller ------------------------------------------------------------------
-    async def chunks(self, idle_timeout_s: float | None = None) -> AsyncIterator[bytes]:
+    async def chunks(self, idle_timeout_s: float | None = None) -> AsyncGenerator[bytes, None]:
         """The body's bytes as they arrive; ``idle_timeout_s`` bounds each silence."""
         try:
             while True:
@@ -113,7 +151,16 @@ class Response:
             self._conn.finished(self)
 
     async def read(self) -> bytes:
-        parts = [chunk async for chunk in self.chunks()]
+        """The whole body (at most ``max_bytes``)."""
+        parts: list[bytes] = []
+        total = 0
+        async with contextlib.aclosing(self.chunks()) as chunks:
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > self._max:
+                    self._conn.drop()  # the rest is not read, nor the connection used again
+                    raise ResponseTooLarge(f"a body: more than the {self._max} bytes read")
+                parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
@@ -121,8 +168,10 @@ class Response:
         self._conn.finished(self)
 
 
-class _Connection(asyncio.Protocol):
-    def __init__(self, pool: Pool) -> None:
+class Connection(asyncio.Protocol):
+    """One connection to an origin, answering one request at a time for its ``Owner``."""
+
+    def __init__(self, pool: Owner) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -132,6 +181,7 @@ class _Connection(asyncio.Protocol):
         self.used = False
         self.keep_alive = False
         self._paused = False
+        self._counted = True  # counts against its owner's cap until it is closed
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,6 +193,7 @@ class _Connection(asyncio.Protocol):
             self.drop()
             return
         response.received_any = True
+        heading = not response.head.done()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -151,9 +202,18 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             response._fail(ConnectionError(f"malformed HTTP response: {e}"))
             self.drop()
+        if heading and not response.head.done():
+            response.head_pending += len(data)  # the parser keeps a header line until it ends
+            if response.head_pending > MAX_HEAD_BYTES:
+                self._head_too_large(response)
+
+    def _head_too_large(self, response: Response) -> None:
+        response._fail(ResponseTooLarge(f"a head of more than {MAX_HEAD_BYTES} bytes"))
+        self.drop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._forget()
         response = self.response
         if response is None or response.complete:
             return
@@ -176,6 +236,10 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.response is not None
+        self.response.head_bytes += len(name) + len(value) + 4
+        if self.response.head_bytes > MAX_HEAD_BYTES:
+            self._head_too_large(self.response)
+            return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = self.response.headers.get(key)
@@ -223,99 +287,12 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+        self._forget()
 
-
-@dataclass
-class Pool:
-    """Keep-alive connections to one origin (``scheme://host:port``)."""
-
-    origin: str
-    connect_timeout_s: float = 30.0
-    keepalive_s: float = 15.0
-    max_idle: int = 256
-    ssl_context: ssl.SSLContext | None = None
-    clock: Callable[[], float] = time.monotonic
-    _idle: list[_Connection] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.origin)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) origin: {self.origin!r}")
-        self.tls = parts.scheme == "https"
-        self.host = parts.hostname
-        self.port = parts.port or (443 if self.tls else 80)
-        default = self.port == (443 if self.tls else 80)
-        name = f"[{self.host}]" if ":" in self.host else self.host
-        self.host_header = name if default else f"{name}:{self.port}"
-        if self.tls and self.ssl_context is None:
-            self.ssl_context = ssl.create_default_context()
-
-    def release(self, conn: _Connection) -> None:
-        if len(self._idle) >= self.max_idle:
-            conn.drop()
-            return
-        conn.idle_since = self.clock()
-        self._idle.append(conn)
-
-    def _reusable(self) -> _Connection | None:
-        now = self.clock()
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.closed or conn.transport is None or conn.transport.is_closing():
-                continue
-            if now - conn.idle_since > self.keepalive_s:
-                conn.drop()
-                continue
-            return conn
-        return None
-
-    async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout_s):
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self),
-                self.host,
-                self.port,
-                ssl=self.ssl_context if self.tls else None,
-                server_hostname=self.host if self.tls else None,
-            )
-        return conn
-
-    async def request(self, head: bytes, body: bytes = b"") -> Response:
-        """Send ``head`` (request line and headers, ending in a blank line) and ``body``; the
-        response once its status and headers are in. The caller reads or closes it."""
-        conn = self._reusable()
-        for attempt in (0, 1):
-            if conn is None:
-                conn = await self._connect()
-            reused, conn.used = conn.used, True
-            response = Response(conn)
-            conn.response = response
-            assert conn.transport is not None
-            conn.transport.write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                conn.transport.write(body)
-            try:
-                await asyncio.shield(response.head)
-                return response
-            except ConnectionClosed:
-                conn.response = None
-                conn.drop()
-                # a kept-alive connection the server had already closed: it never saw this
-                if attempt == 0 and reused and not response.received_any:
-                    conn = None
-                    continue
-                raise
-            except BaseException:
-                conn.response = None
-                conn.drop()
-                raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        for conn in self._idle:
-            conn.drop()
-        self._idle.clear()
+    def _forget(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.pool.forget(self)
 
 
 def request_head(method: str, target: str, host: str, headers: Mapping[str, str]) -> bytes:

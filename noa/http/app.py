@@ -99,6 +99,8 @@ def create_app(
     replica's totals) or, without it, this process's own; ``/dashboard`` shows them live, with
     ``providers_health()`` (the latest probes) when given; ``tracing`` starts each request's
     root span; ``probes`` adds the app's probes (``/health/ready``, ``/status``, ...)."""
+    if auth is None and master_key:
+        auth = Authenticator(master=MasterKey(master_key))
     app = FastAPI(
         title="NOA",
         version=noa.__version__,
@@ -116,7 +118,7 @@ def create_app(
         add_metrics_routes(app, metrics, metrics_total, health)
     _docs(app)
     if probes is not None:
-        add_app_probes(app, probes)
+        add_app_probes(app, probes, auth)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         return error_response(exc, correlation_id(request))
@@ -124,8 +126,6 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, http_error)
 
-    if auth is None and master_key:
-        auth = Authenticator(master=MasterKey(master_key))
     if auth is not None and auth.enabled:
         _declare_bearer_auth(app)
     app.add_middleware(

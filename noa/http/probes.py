@@ -6,28 +6,38 @@ serves), ``/health/detailed`` (uptime, memory, CPU). Of the app, when a ``Probes
 model; 503 naming the failing checks), ``/health/providers`` (the latest active probe, the
 shared breakers and the traffic of each provider), ``/health/cache`` (this replica's response
 cache) and ``/status`` (version, deployments, models, providers, breakers, dependencies).
+
+``/health/ready``, ``/health/providers`` and ``/status`` need no credential, so they answer
+anyone with their status code and the names and states of what they check (``ok``,
+``down``, ``open``...); the rest (error text naming hosts and users, probe latencies, traffic,
+sizing) only to an admin (the master key or an admin-scoped key, as the admin routes), or to
+everyone when auth is off (no master key: local development).
 """
 
 from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 
 import noa
+from noa.access.identity import Authenticator
 from noa.config import DeploymentConfig
+from noa.http.auth import credential_from_headers
 from noa.http.render import json_response
 from noa.observability.dependencies import DependencyChecks
 from noa.routing.health import readiness
 from noa.service import NoaService
 
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
-Handler = Callable[[], Awaitable[Response]]
+Handler = Callable[..., Awaitable[Response]]
+Viewer = Callable[[Request], Awaitable[bool]]  # may this request see the details?
+Body = dict[str, Any]
 
 
 @dataclass
@@ -83,6 +93,65 @@ class Probes:
         }
 
 
+def _states(entries: Mapping[str, Mapping[str, Any]], field: str = "status") -> Body:
+    """Each entry's name and state only."""
+    return {name: {field: entry.get(field)} for name, entry in entries.items()}
+
+
+def public_ready(body: Body) -> Body:
+    """``/health/ready`` for anyone: readiness, each model's availability, and the state of
+    each provider and dependency (no error text, latencies or upstream names)."""
+    return {
+        "status": body["status"],
+        "models": body["models"],
+        "providers": _states(body["providers"]),
+        "dependencies": _states(body["dependencies"]),
+    }
+
+
+def public_shared(shared: Body) -> Body:
+    """``/health/providers`` for anyone: each provider's probe state and each breaker's."""
+    if not shared:
+        return {}
+    return {
+        "providers": _states(shared.get("providers", {})),
+        "breakers": _states(shared.get("breakers", {}), "state"),
+    }
+
+
+def public_status(body: Body) -> Body:
+    """``/status`` for anyone: which NOA answered and the states it knows (no sizing, no
+    error text)."""
+    return {
+        "version": body["version"],
+        "replica": body["replica"],
+        "models": body["models"],
+        "providers": _states(body["providers"]),
+        "breakers": _states(body["breakers"], "state"),
+        "dependencies": _states(body["dependencies"]),
+    }
+
+
+def admin_viewer(auth: Authenticator | None) -> Viewer:
+    """Whether a probe's caller may see the details: an admin credential (the same check as
+    the admin routes), or anyone when auth is off."""
+
+    async def sees_details(request: Request) -> bool:
+        if auth is None or not auth.enabled:
+            return True  # no master key (local development): nothing to guard
+        presented = credential_from_headers(
+            request.headers.get("authorization"), request.headers.get("x-api-key")
+        )
+        if presented is None:
+            return False
+        try:
+            return (await auth.authenticate(presented)).admin
+        except Exception:  # a wrong key, or keys unreadable: the public answer, same status
+            return False
+
+    return sees_details
+
+
 def _routes(app: FastAPI, routes: list[tuple[str, Handler, str]]) -> None:
     for path, handler, summary in routes:
         app.add_api_route(path, handler, methods=["GET"], tags=["Health"], summary=summary)
@@ -125,21 +194,26 @@ def add_process_probes(app: FastAPI) -> None:
     )
 
 
-def add_app_probes(app: FastAPI, probes: Probes) -> None:
-    """The probes of the whole app (see the module's docstring)."""
+def add_app_probes(app: FastAPI, probes: Probes, auth: Authenticator | None = None) -> None:
+    """The probes of the whole app (see the module's docstring); ``auth`` tells an admin, who
+    sees the details (None: auth is off, everyone does)."""
+    sees_details = admin_viewer(auth)
 
     async def cache() -> Response:
         return json_response(probes.cache_stats())
 
-    async def providers() -> Response:
-        return json_response(await probes.shared())
+    async def providers(request: Request) -> Response:
+        shared = await probes.shared()
+        return json_response(shared if await sees_details(request) else public_shared(shared))
 
-    async def status() -> Response:
-        return json_response(await probes.status())
+    async def status(request: Request) -> Response:
+        body = await probes.status()
+        return json_response(body if await sees_details(request) else public_status(body))
 
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
         is_ready, body = await probes.ready()
-        return json_response(body, 200 if is_ready else 503)
+        shown = body if await sees_details(request) else public_ready(body)
+        return json_response(shown, 200 if is_ready else 503)
 
     _routes(
         app,

@@ -94,12 +94,15 @@ def test_one_scrape_counts_the_requests_of_both_replicas(cluster: ServeCluster) 
 
 
 def test_status_and_readiness_report_the_deployment(cluster: ServeCluster) -> None:
-    status = httpx.get(f"{cluster.url}/status", timeout=30).json()
+    admin = {"authorization": f"Bearer {cluster.master_key}"}  # the details need an admin
+    public = httpx.get(f"{cluster.url}/status", timeout=30).json()
+    assert public["replica"] and "deployments" not in public
+    status = httpx.get(f"{cluster.url}/status", headers=admin, timeout=30).json()
     assert status["version"] and status["replica"]
     assert status["deployments"]["gateway"]["num_replicas"] == 2
     assert "resilient" in status["models"]
     assert status["dependencies"]["database"]["status"] == "ok"
-    ready = httpx.get(f"{cluster.url}/health/ready", timeout=30)
+    ready = httpx.get(f"{cluster.url}/health/ready", headers=admin, timeout=30)
     assert ready.json()["dependencies"]["database"]["status"] == "ok"
     assert ready.status_code in (200, 503)  # 503 only when a provider is down; said why
     for path in ("/health/live", "/health/startup", "/health/detailed"):

@@ -63,7 +63,8 @@ def test_every_replica_routes_around_a_dead_provider(
         probes = 1 + int((time.monotonic() - started) / cooldown)
         assert len(flaky.requests) - before <= probes  # counted at the dead upstream
 
-        ready = httpx.get(f"{cluster.url}/health/ready", timeout=30)
+        admin = {"authorization": f"Bearer {cluster.master_key}"}  # the details need one
+        ready = httpx.get(f"{cluster.url}/health/ready", headers=admin, timeout=30)
         assert ready.status_code == 200, ready.text  # `resilient` still has a provider
         body = ready.json()
         assert body["models"]["resilient"] == "available"

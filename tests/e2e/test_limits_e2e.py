@@ -4,6 +4,7 @@ decides for both, so a key's limit is exact; a revocation holds on every replica
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -51,9 +52,19 @@ def test_two_gateway_replicas_accept_exactly_the_limit(cluster: ServeCluster) ->
     after = asyncio.run(_burst(cluster, key, 6))  # both replicas, one of them with it cached
     assert {r.status_code for r in after} == {401}
 
-    usage = httpx.get(
-        f"{cluster.url}/v1/admin/usage?group_by=key&key_id={key_id}",
-        headers={"authorization": f"Bearer {cluster.master_key}"},
-        timeout=60,
-    ).json()
-    assert usage["object"] == "list"  # written in batches; counted once they land
+    # usage records are written in batches: the six answers are counted once they land
+    # (refusals were never admitted, so they are not usage)
+    deadline = time.monotonic() + 60
+    while True:
+        rows = httpx.get(
+            f"{cluster.url}/v1/admin/usage?group_by=key&key_id={key_id}",
+            headers={"authorization": f"Bearer {cluster.master_key}"},
+            timeout=60,
+        ).json()["data"]
+        if (rows and rows[0]["requests"] >= 6) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert (row["key"], row["requests"], row["errors"]) == (key_id, 6, 0)
+    assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0

@@ -232,7 +232,7 @@ class Authenticator:
         request wait on the database at once."""
         assert self.keys is not None
         now = self.clock()
-        digest = self.keys.hasher.digest(secret)
+        digest = await self.keys.digest(secret)
         cached = self._cache.get(digest)
         if cached is None:
             known = await self._read_once(digest, secret)

@@ -1,10 +1,11 @@
 """API keys and teams, stored in the database.
 
-A key's secret (``sk-noa-`` + 43 random URL-safe characters) is shown once, when it is created
-or rotated. The database keeps only its HMAC-SHA256 under the server's key secret (so a leaked
-table cannot be brute-forced offline without that secret too) and its first 12 characters, the
-visible prefix that identifies it in lists and logs. Verification looks the digest up and
-compares it in constant time.
+A key's secret (``sk-noa-`` + 43 random URL-safe characters: 256 random bits) is shown once,
+when it is created or rotated. The database keeps only its HMAC-SHA256 under the server's key
+secret and its first 12 characters, the visible prefix that identifies it in lists and logs.
+Verification looks the digest up and compares it in constant time. The key secret is
+``NOA_KEY_SECRET``, or one NOA made and keeps in the database (``noa/access/key_secret.py``):
+set ``NOA_KEY_SECRET`` to keep it out of a copy of the database too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,11 @@ class KeyHasher:
 
     def digest(self, secret: str) -> str:
         return hmac.new(self._secret, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+Hashers = tuple[KeyHasher, tuple[KeyHasher, ...]]  # new keys' hasher; older keys' ones
+# resolves a store's hashers from its database (noa/access/key_secret.py: KeySecrets)
+HasherSource = Callable[[Database], Awaitable[Hashers]]
 
 
 @dataclass(frozen=True)
@@ -139,10 +145,25 @@ KEY_COLUMNS = (
 class KeyStore:
     """Create, find, list, revoke and rotate keys; verify a presented secret."""
 
-    def __init__(self, db: Database, hasher: KeyHasher, clock: Clock = time.time) -> None:
+    def __init__(
+        self, db: Database, hasher: KeyHasher | HasherSource, clock: Clock = time.time
+    ) -> None:
         self.db = db
-        self.hasher = hasher
         self.clock = clock
+        self._source = hasher
+        self._hashers: Hashers | None = (hasher, ()) if isinstance(hasher, KeyHasher) else None
+
+    async def hashers(self) -> Hashers:
+        """The hasher of new keys, and those older keys may still be under: resolved on first
+        use (the secret may live in the database, which connects on first use too)."""
+        if self._hashers is None:
+            assert not isinstance(self._source, KeyHasher)
+            self._hashers = await self._source(self.db)
+        return self._hashers
+
+    async def digest(self, secret: str) -> str:
+        """What ``secret`` is stored as."""
+        return (await self.hashers())[0].digest(secret)
 
     async def create(
         self,
@@ -192,7 +213,7 @@ class KeyStore:
             key.expires_at,
             None,
             rotated_from,
-            self.hasher.digest(secret),
+            await self.digest(secret),
         )
         return secret, key
 
@@ -215,13 +236,43 @@ class KeyStore:
         """The key whose secret this is (whatever its state), or None."""
         if not secret.startswith(SECRET_PREFIX):
             return None
-        digest = self.hasher.digest(secret)
+        current, older = await self.hashers()
+        digest = current.digest(secret)
+        row = await self._by_hash(digest)
+        if row is None:
+            row = await self._rehash(secret, digest, older)
+        elif row["legacy_hash"]:  # made before the stored secret, under the current one
+            await self.db.execute(
+                "UPDATE noa_api_keys SET legacy_hash = 0 WHERE id = $1", row["id"]
+            )
+        if row is None:
+            return None
+        return _key(row)
+
+    async def _by_hash(self, digest: str) -> Row | None:
         row = await self.db.fetchrow(
-            f"SELECT {KEY_COLUMNS}, hash FROM noa_api_keys WHERE hash = $1", digest
+            f"SELECT {KEY_COLUMNS}, hash, legacy_hash FROM noa_api_keys WHERE hash = $1", digest
         )
         if row is None or not hmac.compare_digest(row["hash"], digest):
             return None
-        return _key(row)
+        return row
+
+    async def _rehash(self, secret: str, digest: str, older: Sequence[KeyHasher]) -> Row | None:
+        """A key stored under an older secret: found, and stored under the current one from
+        now on (so the older secret may go)."""
+        for hasher in older:
+            old = hasher.digest(secret)
+            row = await self._by_hash(old)
+            if row is not None:
+                await self.db.execute(
+                    "UPDATE noa_api_keys SET hash = $1, legacy_hash = 0"
+                    " WHERE id = $2 AND hash = $3",
+                    digest,
+                    row["id"],
+                    old,
+                )
+                return row
+        return None
 
     async def revoke(self, key_id: str) -> ApiKey | None:
         """Revoke (idempotent): the key's record after, or None if there is no such key."""
@@ -234,8 +285,9 @@ class KeyStore:
 
     async def rotate(self, key_id: str) -> tuple[str, ApiKey] | None:
         """A new secret with the same settings; the old key is revoked in the same transaction."""
+        current, _ = await self.hashers()  # first: resolving it may read the database
         async with self.db.transaction() as tx:
-            store = KeyStore(tx, self.hasher, self.clock)
+            store = KeyStore(tx, current, self.clock)
             old = await store.get(key_id)
             if old is None or old.revoked_at is not None:
                 return None

@@ -9,18 +9,16 @@ uses it.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from noa.access.accounting import Accounting
 from noa.access.admission import Gatekeeper
 from noa.access.identity import Authenticator, JwtVerifier, MasterKey
-from noa.access.keys import KeyHasher, KeyStore, Limits, TeamStore
+from noa.access.key_secret import KeySecrets, derived_from_master
+from noa.access.keys import KeyStore, Limits, TeamStore
 from noa.access.limiter import FailoverLimiter, Limiter, LocalLimiter, RedisLimiter
 from noa.config import NoaConfig, noa_home
 from noa.http.admin import Admin
@@ -33,23 +31,22 @@ Environ = Mapping[str, str]
 KEY_SECRET_FILE = "key-secret"
 
 
-def key_secret(config: NoaConfig, environ: Environ | None = None) -> bytes:
-    """What API keys are hashed under: ``$NOA_KEY_SECRET``; else derived from the master key;
-    else a random secret kept in ``$NOA_HOME/key-secret`` (created once, mode 0600)."""
+def key_secrets(config: NoaConfig, environ: Environ | None = None) -> KeySecrets:
+    """What API keys are hashed under (see ``noa/access/key_secret.py``): ``$NOA_KEY_SECRET``,
+    else the secret kept in the database; keys made before that secret existed are still found
+    under the master key's derived secret and ``$NOA_HOME/key-secret`` (the older defaults)."""
     env = environ if environ is not None else os.environ
     explicit = env.get(config.auth.key_secret_env, "").strip()
-    if explicit:
-        return explicit.encode("utf-8")
     master = config.auth.master_key(environ)
-    if master is not None:
-        return hashlib.sha256(b"noa-api-key-hmac:" + master.get_secret_value().encode()).digest()
+    legacy = [derived_from_master(master.get_secret_value())] if master is not None else []
     path = noa_home(environ) / KEY_SECRET_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return Path(path).read_text().strip().encode("utf-8")
+    if path.is_file():
+        legacy.append(path.read_text().strip().encode("utf-8"))
+    return KeySecrets(
+        explicit=explicit.encode("utf-8") if explicit else None,
+        legacy=tuple(legacy),
+        master_env=config.auth.master_key_env if master is not None else None,
+    )
 
 
 def database(config: NoaConfig, environ: Environ | None = None) -> LazyDatabase:
@@ -133,7 +130,7 @@ def build(
 ) -> Access:
     """Access over ``db``; ``shared_limiter`` decides for every replica when there is no
     Redis; refusals and settled answers are counted in ``metrics``."""
-    keys = KeyStore(db, KeyHasher(key_secret(config, environ)))
+    keys = KeyStore(db, key_secrets(config, environ))
     teams = TeamStore(db)
     auth = authenticator(config, keys, teams, environ)
     queries = UsageQueries(db)

@@ -13,7 +13,7 @@ import datetime
 import json
 import time
 
-from noa.access.keys import KeyHasher, KeyStore, Limits, Period
+from noa.access.keys import KeyStore, Limits, Period
 from noa.build import access
 from noa.config import NoaConfig
 
@@ -50,7 +50,7 @@ def _when(ts: float | None) -> str:
 
 async def run(config: NoaConfig, args: argparse.Namespace) -> int:
     db = access.database(config)
-    keys = KeyStore(db, KeyHasher(access.key_secret(config)))
+    keys = KeyStore(db, access.key_secrets(config))
     try:
         now = time.time()
         if args.action == "create":

@@ -67,8 +67,8 @@ class AuthConfig(Strict):
     )
     key_secret_env: str = Field(
         "NOA_KEY_SECRET",
-        description="env var with the secret API keys are hashed under (default: derived from"
-        " the master key, else a file in $NOA_HOME)",
+        description="env var with the secret API keys are hashed under (default: a random one"
+        " NOA makes once and keeps in the database)",
     )
     key_cache_s: float = Field(
         5.0, ge=0, description="how long a replica trusts a verified key before reading it again"

@@ -55,11 +55,31 @@ async def connect(url: str) -> Database:
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)  # autocommit; BEGIN explicit
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA busy_timeout=5000")  # other processes writing the same file
-        await conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints
+        try:
+            await conn.execute("PRAGMA busy_timeout=5000")  # other processes writing the file
+            await _use_wal(conn)
+            await conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints
+        except BaseException:
+            await conn.close()
+            raise
         return SqliteDatabase(conn)
     raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
+
+
+async def _use_wal(conn: Any, attempts: int = 100, pause_s: float = 0.05) -> None:
+    """Switch the file to WAL (it stays so). Switching needs the file to itself, and SQLite
+    answers "database is locked" at once, without waiting out the busy timeout, while another
+    connection writes: replicas starting together on a new file do. So try again shortly."""
+    import sqlite3
+
+    for attempt in range(attempts):
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(pause_s)
 
 
 class SqliteDatabase:

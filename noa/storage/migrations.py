@@ -94,6 +94,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             " ON noa_response_cache (stored_at)",
         ),
     ),
+    Migration(
+        3,
+        "settings; the API keys hashed before the key secret was stored",
+        (
+            # values NOA makes once and every process sharing the database reads (the secret
+            # API keys are hashed under: noa/access/key_secret.py)
+            """CREATE TABLE noa_settings (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )""",
+            # 1: hashed under the secret NOA derived by itself before (from the master key, or
+            # $NOA_HOME/key-secret); such a key is re-hashed under the current secret on use
+            "ALTER TABLE noa_api_keys ADD COLUMN legacy_hash BIGINT NOT NULL DEFAULT 0",
+            "UPDATE noa_api_keys SET legacy_hash = 1",
+        ),
+    ),
 )
 
 

@@ -343,6 +343,9 @@ class CountingKeys:
         self.reads = 0
         self.key = ApiKey("key_1", "sk-noa-abcde", None, None, (), None, Limits(), {}, 0.0)
 
+    async def digest(self, secret: str) -> str:
+        return self.hasher.digest(secret)
+
     async def verify(self, secret: str) -> Any:
         self.reads += 1
         await asyncio.sleep(0)

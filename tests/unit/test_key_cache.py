@@ -28,6 +28,9 @@ class Keys:
         }
         self.reads: Counter[str] = Counter()
 
+    async def digest(self, secret: str) -> str:
+        return self.hasher.digest(secret)
+
     async def verify(self, secret: str) -> Any:
         self.reads[secret] += 1
         await asyncio.sleep(0)

@@ -26,6 +26,7 @@ from noa.testing import fake_replies as replies
 from noa.testing.server import ServerThread
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+PREAMBLE = b'"delta": {"role": "assistant", "content": ""}'  # OpenAI's first chunk
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Step:
     delay_s: float = 0.0
     cut_after: int | None = None  # stream: close the connection after N events
     raw: bytes | None = None  # reply with these bytes as the body (malformed replies)
-    gate: threading.Event | None = None  # stream: send the first event, wait for the gate
+    gate: threading.Event | None = None  # stream: send the first token, wait for the gate
     stall_s: float = 0.0  # stream: headers at once, then silence this long before the first event
 
 
@@ -166,6 +167,10 @@ class FakeUpstream:
         gate = step.gate if step is not None else None
         stall = step.stall_s if step is not None else 0.0
 
+        # the gate holds the stream after its first token: past an opening role delta, which
+        # carries none (a gateway may hold that back until content comes)
+        held = 1 + next((i for i, e in enumerate(events) if PREAMBLE not in e), 0)
+
         async def gen() -> Any:
             for i, event in enumerate(events):
                 if i == 0 and stall:
@@ -174,7 +179,7 @@ class FakeUpstream:
                     return
                 if self.chunk_delay_s and i:
                     await asyncio.sleep(self.chunk_delay_s)
-                if gate is not None and i == 1:
+                if gate is not None and i == held:
                     await asyncio.to_thread(gate.wait, 30)
                 yield event
 

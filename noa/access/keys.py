@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from noa.access.records import check_record, stored_metadata
 from noa.storage.db import Database, Row
 
 Clock = Callable[[], float]
@@ -128,7 +129,7 @@ def _key(row: Row) -> ApiKey:
         scopes=_json_list(row["scopes"]) or (),
         models=_json_list(row["models"]),
         limits=_limits(row),
-        metadata=json.loads(row["metadata"] or "{}"),
+        metadata=stored_metadata(row),
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
@@ -181,6 +182,7 @@ class KeyStore:
         unknown = set(scopes) - SCOPES
         if unknown:
             raise ValueError(f"unknown scopes: {sorted(unknown)}")
+        check_record({"name": name, "team": team}, models, limits, metadata)
         secret = new_secret()
         key = ApiKey(
             id=f"key_{uuid.uuid4().hex[:20]}",
@@ -313,7 +315,7 @@ def _team(row: Row) -> Team:
         id=row["id"],
         limits=_limits(row),
         models=_json_list(row["models"]),
-        metadata=json.loads(row["metadata"] or "{}"),
+        metadata=stored_metadata(row),
         created_at=row["created_at"],
     )
 
@@ -333,6 +335,7 @@ class TeamStore:
         metadata: Mapping[str, Any] | None = None,
     ) -> Team:
         """Create the team, or replace its settings."""
+        check_record({"team": team_id}, models, limits, metadata)
         existing = await self.get(team_id)
         team = Team(
             team_id,

@@ -29,7 +29,9 @@ IGNORED = frozenset({"model", "stream", "stream_options", "user", "metadata", "s
 
 
 def _number(value: float) -> float | int:
-    return int(value) if value.is_integer() else value
+    """An integral float as the int it equals, within 64 bits (beyond, no int is sent as such:
+    JSON decoders read those as floats, and orjson encodes no larger int)."""
+    return int(value) if value.is_integer() and abs(value) < 2**63 else value
 
 
 def _normal(value: Any) -> Any:

@@ -14,10 +14,11 @@ caller's own usage (``GET /v1/usage``).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import ConfigDict, Field
@@ -25,12 +26,18 @@ from pydantic import ConfigDict, Field
 from noa.access.identity import Authenticator, Principal
 from noa.access.keys import KeyStore, Limits, TeamStore
 from noa.access.limiter import Limiter
+from noa.access.records import RecordError
 from noa.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from noa.http.render import NoaRoute, json_response
 from noa.storage.usage import GroupBy, UsageQueries
+from noa.wire.fields import Name, name_problem, storable
 from noa.wire.json_bounds import BoundedJson
 
 Clock = Callable[[], float]
+MAX_RATE = 10**12  # requests or tokens per minute
+MAX_BUDGET_USD = 1e12
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z, the last moment a date can show
+ShortName = Annotated[Name, Field(max_length=200)]
 
 
 @dataclass
@@ -44,17 +51,21 @@ class Admin:
 
 
 class _Body(BoundedJson):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LimitFields(_Body):
-    rpm: int | None = Field(None, gt=0, description="requests per minute")
-    tpm: int | None = Field(None, gt=0, description="tokens per minute")
-    budget_usd: float | None = Field(None, ge=0, description="USD per budget period")
+    rpm: int | None = Field(None, gt=0, le=MAX_RATE, description="requests per minute")
+    tpm: int | None = Field(None, gt=0, le=MAX_RATE, description="tokens per minute")
+    budget_usd: float | None = Field(
+        None, ge=0, le=MAX_BUDGET_USD, description="USD per budget period"
+    )
     budget_period: Literal["day", "week", "month", "total"] = Field(
         "month", description="the budget's period (UTC)"
     )
-    models: list[str] | None = Field(None, description="models allowed (default: all)")
+    models: list[Name] | None = Field(
+        None, max_length=1000, description="models allowed (default: all)"
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     def limits(self) -> Limits:
@@ -63,11 +74,35 @@ class LimitFields(_Body):
 
 
 class KeyCreate(LimitFields):
-    name: str | None = Field(None, max_length=200)
-    team: str | None = Field(None, max_length=200)
+    name: ShortName | None = None
+    team: ShortName | None = None
     scopes: list[Literal["admin"]] = Field(default_factory=list)
-    expires_at: float | None = Field(None, description="Unix time the key stops working")
-    expires_in_s: float | None = Field(None, gt=0, description="or: seconds from now")
+    expires_at: float | None = Field(
+        None, ge=0, le=MAX_TIME, description="Unix time the key stops working"
+    )
+    expires_in_s: float | None = Field(None, gt=0, le=MAX_TIME, description="or: seconds from now")
+
+
+def _team_id(team_id: str) -> str:
+    """A team id from the URL, as a new team's name."""
+    problem = name_problem(team_id) or (
+        "is longer than 200 characters" if len(team_id) > 200 else None
+    )
+    if problem is not None:
+        raise InvalidRequestError(
+            f"Invalid value for 'team_id': {problem}", param="team_id", code="invalid_value"
+        )
+    return team_id
+
+
+def _filter(request: Request, name: str) -> str | None:
+    """A query parameter that filters by a key or team id."""
+    value = request.query_params.get(name)
+    if value is not None and not storable(value):
+        raise InvalidRequestError(
+            f"Invalid value for '{name}': not a key or team id", param=name, code="invalid_value"
+        )
+    return value
 
 
 def _principal(request: Request) -> Principal | None:
@@ -90,11 +125,12 @@ def _time(request: Request, name: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        raise InvalidRequestError(
-            f"Invalid value for '{name}': expected Unix seconds", param=name
-        ) from None
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise InvalidRequestError(f"Invalid value for '{name}': expected Unix seconds", param=name)
+    return seconds
 
 
 GROUPS = ("key", "team", "model", "provider", "day")
@@ -119,22 +155,30 @@ def admin_router(admin: Admin) -> APIRouter:
         expires = body.expires_at
         if body.expires_in_s is not None:
             expires = admin.clock() + body.expires_in_s
-        if body.team is not None and await admin.teams.get(body.team) is None:
-            await admin.teams.put(body.team)  # a team is created by its first key
-        secret, key = await admin.keys.create(
-            name=body.name,
-            team=body.team,
-            scopes=body.scopes,
-            models=body.models,
-            limits=body.limits(),
-            metadata=body.metadata,
-            expires_at=expires,
-        )
+            if expires > MAX_TIME:
+                raise InvalidRequestError(
+                    "Invalid value for 'expires_in_s': the key would expire after the year 9999",
+                    param="expires_in_s",
+                )
+        try:
+            if body.team is not None and await admin.teams.get(body.team) is None:
+                await admin.teams.put(body.team)  # a team is created by its first key
+            secret, key = await admin.keys.create(
+                name=body.name,
+                team=body.team,
+                scopes=body.scopes,
+                models=body.models,
+                limits=body.limits(),
+                metadata=body.metadata,
+                expires_at=expires,
+            )
+        except RecordError as e:
+            raise InvalidRequestError(f"{e}", code="invalid_value") from None
         return json_response({"key": secret, **key.public(admin.clock())}, 201)
 
     async def list_keys(request: Request) -> Response:
         _require_admin(request)
-        team = request.query_params.get("team")
+        team = _filter(request, "team")
         revoked = request.query_params.get("include_revoked", "false").lower() == "true"
         now = admin.clock()
         keys = await admin.keys.list(team=team, include_revoked=revoked)
@@ -142,7 +186,7 @@ def admin_router(admin: Admin) -> APIRouter:
 
     async def get_key(request: Request, key_id: str) -> Response:
         _require_admin(request)
-        key = await admin.keys.get(key_id)
+        key = await admin.keys.get(key_id) if storable(key_id) else None
         if key is None:
             raise NotFoundError(f"No API key `{key_id}`", code="key_not_found")
         return json_response(key.public(admin.clock()))
@@ -154,7 +198,7 @@ def admin_router(admin: Admin) -> APIRouter:
 
     async def revoke_key(request: Request, key_id: str) -> Response:
         _require_admin(request)
-        key = await admin.keys.revoke(key_id)
+        key = await admin.keys.revoke(key_id) if storable(key_id) else None
         if key is None:
             raise NotFoundError(f"No API key `{key_id}`", code="key_not_found")
         await _revoked(key_id)
@@ -162,7 +206,7 @@ def admin_router(admin: Admin) -> APIRouter:
 
     async def rotate_key(request: Request, key_id: str) -> Response:
         _require_admin(request)
-        rotated = await admin.keys.rotate(key_id)
+        rotated = await admin.keys.rotate(key_id) if storable(key_id) else None
         if rotated is None:
             raise NotFoundError(f"No active API key `{key_id}`", code="key_not_found")
         await _revoked(key_id)
@@ -171,7 +215,12 @@ def admin_router(admin: Admin) -> APIRouter:
 
     async def put_team(request: Request, team_id: str, body: LimitFields) -> Response:
         _require_admin(request)
-        team = await admin.teams.put(team_id, body.limits(), body.models, body.metadata)
+        try:
+            team = await admin.teams.put(
+                _team_id(team_id), body.limits(), body.models, body.metadata
+            )
+        except RecordError as e:
+            raise InvalidRequestError(f"{e}", code="invalid_value") from None
         admin.auth.invalidate()  # keys of the team carry its limits
         return json_response(team.public())
 
@@ -182,14 +231,14 @@ def admin_router(admin: Admin) -> APIRouter:
 
     async def get_team(request: Request, team_id: str) -> Response:
         _require_admin(request)
-        team = await admin.teams.get(team_id)
+        team = await admin.teams.get(team_id) if storable(team_id) else None
         if team is None:
             raise NotFoundError(f"No team `{team_id}`", code="team_not_found")
         return json_response(team.public())
 
     async def delete_team(request: Request, team_id: str) -> Response:
         _require_admin(request)
-        if not await admin.teams.delete(team_id):
+        if not (storable(team_id) and await admin.teams.delete(team_id)):
             raise NotFoundError(f"No team `{team_id}`", code="team_not_found")
         admin.auth.invalidate()
         return json_response({"id": team_id, "deleted": True})
@@ -201,8 +250,8 @@ def admin_router(admin: Admin) -> APIRouter:
             group,
             start=_time(request, "start"),
             end=_time(request, "end"),
-            key_id=request.query_params.get("key_id"),
-            team=request.query_params.get("team"),
+            key_id=_filter(request, "key_id"),
+            team=_filter(request, "team"),
         )
         return json_response({"object": "list", "group_by": group, "data": rows})
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import Request, Response
@@ -34,6 +35,18 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 def correlation_id(request: Request) -> str:
     return getattr(request.state, "correlation_id", None) or context.current() or ""
+
+
+_KEPT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_safe(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header values as HTTP carries them: printable ASCII as it is, anything else (a model
+    name in another script, a control character) percent-encoded as UTF-8."""
+    return {
+        name: value if value.isascii() and value.isprintable() else quote(value, safe=_KEPT)
+        for name, value in headers.items()
+    }
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -87,11 +100,11 @@ async def sse_events(
 
 def result_response(result: Routed | PrimedStream, request: Request, with_usage: bool) -> Response:
     if isinstance(result, Routed):
-        return json_response(result.body, headers=result.info.headers())
+        return json_response(result.body, headers=header_safe(result.info.headers()))
     return StreamingResponse(
         sse_events(result, with_usage, correlation_id(request)),
         media_type="text/event-stream",
-        headers={**SSE_HEADERS, **result.info.headers()},
+        headers={**SSE_HEADERS, **header_safe(result.info.headers())},
     )
 
 

@@ -11,13 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from noa.wire.fields import MAX_INT32, Int64, Name, TokenCount, TokenId
 from noa.wire.json_bounds import BoundedJson
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class _Body(_Open, BoundedJson):
@@ -39,26 +40,28 @@ class ChatMessage(_Open):
 
 
 Stop = str | Annotated[list[str], Field(max_length=16)] | None
+LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
+Tokens = list[TokenId] | list[list[TokenId]]
 
 
 class ChatCompletionRequest(_Body):
     """``POST /v1/chat/completions``."""
 
-    model: str = Field(min_length=1)
+    model: Name
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: TokenCount | None = Field(None, ge=1)
+    max_completion_tokens: TokenCount | None = Field(None, ge=1)
     stop: Stop = None
-    seed: int | None = None
+    seed: Int64 | None = None
     user: str | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
@@ -80,33 +83,33 @@ class ChatCompletionRequest(_Body):
 class CompletionRequest(_Body):
     """``POST /v1/completions`` (legacy text completions)."""
 
-    model: str = Field(min_length=1)
-    prompt: str | list[str] | list[int] | list[list[int]]
+    model: Name
+    prompt: str | list[str] | Tokens
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(16, ge=0)
+    max_tokens: TokenCount | None = Field(16, ge=0)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
     stop: Stop = None
-    seed: int | None = None
+    seed: Int64 | None = None
     user: str | None = None
     echo: bool | None = None
     suffix: str | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     best_of: int | None = Field(None, ge=0, le=20)
 
 
 class EmbeddingRequest(_Body):
     """``POST /v1/embeddings``."""
 
-    model: str = Field(min_length=1)
-    input: str | list[str] | list[int] | list[list[int]]
+    model: Name
+    input: str | list[str] | Tokens
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=MAX_INT32)
     user: str | None = None
 
     @field_validator("input")

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from noa.errors import InvalidRequestError
-from noa.wire.json_bounds import TOO_DEEP
+from noa.wire.json_bounds import TOO_DEEP, UNREPRESENTABLE
 
 
 def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
@@ -17,6 +17,10 @@ def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequestError
     kind = first["type"]
     if kind == TOO_DEEP:
         return InvalidRequestError(f"{first['msg']}.", code=TOO_DEEP)
+    if kind == UNREPRESENTABLE:  # somewhere inside the body: the walk named where
+        where = first["ctx"]["param"] or None
+        what = f"Invalid value for '{where}'" if where else "Invalid request body"
+        return InvalidRequestError(f"{what}: {first['msg']}.", param=where, code="invalid_value")
     if kind == "json_invalid":
         ctx = first.get("ctx") or {}
         return InvalidRequestError(

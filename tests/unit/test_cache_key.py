@@ -126,3 +126,13 @@ def test_only_reproducible_requests_are_deterministic() -> None:
     assert not deterministic("chat", {"temperature": 0.9})
     assert not deterministic("chat", {})  # the default temperature is 1
     assert deterministic("embeddings", {})
+
+
+@given(st.floats(min_value=2.0**63, allow_infinity=False) | st.floats(max_value=-(2.0**63)))
+def test_an_integral_float_beyond_64_bits_still_has_a_key(value: float) -> None:
+    # every float this large is integral; as an int orjson could not encode it
+    request = {"messages": [{"role": "user", "content": "x"}], "x": {"y": [value]}}
+    assert cache_key("chat", "m", request).startswith(f"{VERSION}:")
+    assert cache_key("chat", "m", {**request, "seed": 1.0}) == cache_key(
+        "chat", "m", {**request, "seed": 1}
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from databases import fresh_postgres
+from scripted_http import Server
 
 from noa.storage.db import Database, connect
 from noa.storage.migrations import migrate
@@ -22,3 +23,12 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     await migrate(database)
     yield database
     await database.close()
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[Server]]:
+    """Scripted HTTP servers a test starts (``servers.append``); stopped after it."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        await server.stop()

@@ -7,7 +7,6 @@ import asyncio
 import datetime
 import gzip
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ from scripted_http import Server, answer, call, fixed
 
 from noa.providers.transport import http1
 from noa.providers.transport.pool import Pool
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        await server.stop()
 
 
 async def test_keep_alive_reuses_one_connection_and_sends_the_request_intact(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import zlib
-from collections.abc import AsyncIterator
 
 import pytest
 from scripted_http import Server, answer, call, fixed
@@ -18,14 +17,6 @@ from noa.providers.transport.direct import DirectTransport
 from noa.providers.transport.pool import Pool
 
 LIMIT = 256 << 10
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        await server.stop()
 
 
 def chunked(body: bytes, size: int = 65536) -> bytes:

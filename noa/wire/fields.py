@@ -47,9 +47,19 @@ def _name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_name)]
+NAME_PATTERN = "^[^\x00-\x1f\x7f-\x9f]+$"
+"""What OpenAPI says of a name (the validator also refuses lone surrogates, which JSON Schema
+patterns cannot name)."""
+
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_NAME, json_schema_extra={"pattern": NAME_PATTERN}),
+    AfterValidator(_name),
+]
 """A model, team or key name: 1 to 256 characters, none of them a control character."""
 
-Int64 = Annotated[int, Field(ge=MIN_INT64, le=MAX_INT64)]
+# ``lt=2**63``, not ``le=MAX_INT64``: OpenAPI writes bounds as floats, and 2**63 - 1 as a float
+# is 2**63, which would tell clients (and the fuzzer) that 2**63 is a valid seed
+Int64 = Annotated[int, Field(ge=MIN_INT64, lt=MAX_INT64 + 1)]
 TokenId = Annotated[int, Field(ge=0, le=MAX_INT32)]
 TokenCount = Annotated[int, Field(le=MAX_INT32)]

@@ -39,6 +39,37 @@ class ChatMessage(_Open):
     tool_call_id: str | None = None
 
 
+def _non_empty_input(schema: dict[str, Any]) -> None:
+    """OpenAPI says what ``EmbeddingRequest._not_empty`` checks: no empty string or list."""
+    for option in schema.get("anyOf", []):
+        if option.get("type") == "string":
+            option["minLength"] = 1
+        elif option.get("type") == "array":
+            option["minItems"] = 1
+            _non_empty_input({"anyOf": [option.get("items", {})]})
+
+
+_TOOL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "default": "function"},
+        "function": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}},
+            "required": ["name"],
+        },
+    },
+    "required": ["function"],
+}
+
+
+def _tools_schema(schema: dict[str, Any]) -> None:
+    """OpenAPI says what ``_tools_have_functions`` checks: a function tool names its function."""
+    for option in schema.get("anyOf", []):
+        if option.get("type") == "array":
+            option["items"] = _TOOL_SCHEMA
+
+
 Stop = str | Annotated[list[str], Field(max_length=16)] | None
 LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
 Tokens = list[TokenId] | list[list[TokenId]]
@@ -64,7 +95,7 @@ class ChatCompletionRequest(_Body):
     logit_bias: LogitBias | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(None, json_schema_extra=_tools_schema)
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
@@ -107,7 +138,7 @@ class EmbeddingRequest(_Body):
     """``POST /v1/embeddings``."""
 
     model: Name
-    input: str | list[str] | Tokens
+    input: str | list[str] | Tokens = Field(json_schema_extra=_non_empty_input)
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: int | None = Field(None, ge=1, le=MAX_INT32)
     user: str | None = None

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from noa.storage.db import Database
+from noa.storage.job_tables import JOB_TABLES
 
 SCHEMA_TABLE = """
 CREATE TABLE IF NOT EXISTS noa_schema (
@@ -111,6 +112,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "UPDATE noa_api_keys SET legacy_hash = 1",
         ),
     ),
+    Migration(4, "jobs", JOB_TABLES),
 )
 
 

@@ -110,6 +110,16 @@ UPDATE noa_jobs SET
 WHERE id = $7 AND token = $8 AND status = 'running'
 RETURNING id
 """
+# A claim handed back unrun ($1 run_at, $2 now, $3 id, $4 token): queued again, its attempt not
+# counted (and not started, if it was the first); the token moves on with the next claim as ever.
+RELEASE = """
+UPDATE noa_jobs SET
+    status = 'queued', attempts = attempts - 1, run_at = $1,
+    started_at = CASE WHEN attempts <= 1 THEN NULL ELSE started_at END,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = $2
+WHERE id = $3 AND token = $4 AND status = 'running'
+RETURNING id
+"""
 CANCEL = """
 UPDATE noa_jobs SET
     status = 'cancelled', finished_at = $1, lease_owner = NULL, lease_expires_at = NULL,

@@ -191,6 +191,20 @@ class JobStore:
         attempt kept; False when ``token`` is stale."""
         return await self._settle(job_id, token, JobStatus.DEAD, "dead", error=error)
 
+    async def release(
+        self, job_id: str, token: int, run_at: float, reason: ErrorLike | None = None
+    ) -> bool:
+        """Hand back a claim that never ran (its runner held it back, say behind a 429): queued
+        again until ``run_at``, the attempt not counted, ``reason`` kept on its attempt row
+        only; False when ``token`` is stale."""
+        now = self.clock()
+        reason_json = None if reason is None else dumps(error_body(reason))
+        async with self.db.transaction() as tx:
+            if await tx.fetchrow(sql.RELEASE, run_at, now, job_id, token) is None:
+                return False
+            await tx.execute(sql.FINISH_ATTEMPT, now, "released", reason_json, job_id, token)
+        return True
+
     async def _settle(
         self,
         job_id: str,

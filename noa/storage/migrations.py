@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from noa.storage.db import Database
 from noa.storage.job_tables import JOB_TABLES
+from noa.storage.schedule_tables import SCHEDULE_TABLES
 
 SCHEMA_TABLE = """
 CREATE TABLE IF NOT EXISTS noa_schema (
@@ -113,6 +114,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(4, "jobs", JOB_TABLES),
+    Migration(5, "job schedules", SCHEDULE_TABLES),
 )
 
 

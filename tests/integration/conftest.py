@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from databases import fresh_postgres
+from databases import fresh_postgres, postgres_dsn
 from scripted_http import Server
 
-from noa.storage.db import Database, connect
+from noa.storage.db import Database, PostgresDatabase, connect
 from noa.storage.migrations import migrate
 
 
@@ -23,6 +23,27 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     await migrate(database)
     yield database
     await database.close()
+
+
+async def other_connection(db: Database, tmp_path: Path) -> Database:
+    """A second, separate connection to the same database as ``db`` (the fixture's)."""
+    if db.dialect == "sqlite":
+        return await connect(f"sqlite:///{tmp_path}/noa.db")
+    import asyncpg
+
+    row = await db.fetchrow("SELECT current_schema() AS s")
+    assert row is not None
+    pool = await asyncpg.create_pool(
+        postgres_dsn(), min_size=1, max_size=4, server_settings={"search_path": row["s"]}
+    )
+    return PostgresDatabase(pool)
+
+
+@pytest.fixture
+async def other(db: Database, tmp_path: Path) -> AsyncIterator[Database]:
+    second = await other_connection(db, tmp_path)
+    yield second
+    await second.close()
 
 
 @pytest.fixture

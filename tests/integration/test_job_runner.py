@@ -10,12 +10,10 @@ import asyncio
 import pickle
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from databases import postgres_dsn
 
 from noa.errors import (
     AuthenticationError,
@@ -35,7 +33,7 @@ from noa.jobs.backoff import backoff_s
 from noa.jobs.model import Job, JobSpec, JobStatus, Priority
 from noa.jobs.runner import UNEXPECTED, JobRunner, judge
 from noa.jobs.store import JobStore
-from noa.storage.db import Database, PostgresDatabase, connect
+from noa.storage.db import Database
 
 T0 = 1_763_856_000.0
 CHAT = "/v1/chat/completions"
@@ -77,27 +75,6 @@ async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError("timed out waiting")
-
-
-async def other_connection(db: Database, tmp_path: Path) -> Database:
-    """A second, separate connection to the same database as ``db`` (the fixture's)."""
-    if db.dialect == "sqlite":
-        return await connect(f"sqlite:///{tmp_path}/noa.db")
-    import asyncpg
-
-    row = await db.fetchrow("SELECT current_schema() AS s")
-    assert row is not None
-    pool = await asyncpg.create_pool(
-        postgres_dsn(), min_size=1, max_size=4, server_settings={"search_path": row["s"]}
-    )
-    return PostgresDatabase(pool)
-
-
-@pytest.fixture
-async def other(db: Database, tmp_path: Path) -> AsyncIterator[Database]:
-    second = await other_connection(db, tmp_path)
-    yield second
-    await second.close()
 
 
 def runner(

@@ -5,20 +5,17 @@ missed due times firing once. The clock is injected: no test sleeps."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from databases import postgres_dsn
 
 from noa.errors import InvalidRequestError
 from noa.jobs.model import JobStatus, Priority
 from noa.jobs.schedules import ScheduleSpec, ScheduleStore, latest_due, next_due_after
 from noa.jobs.store import JobStore
-from noa.storage.db import Database, PostgresDatabase, connect
+from noa.storage.db import Database
 
 T0 = 1_763_856_000.0  # 2025-11-23 00:00 UTC
 HOUR = 3600.0
@@ -56,27 +53,6 @@ async def jobs_of(db: Database, schedule_id: str) -> list[float]:
         "SELECT due_at FROM noa_jobs WHERE schedule_id = $1 ORDER BY due_at", schedule_id
     )
     return [r["due_at"] for r in rows]
-
-
-async def other_connection(db: Database, tmp_path: Path) -> Database:
-    """A second, separate connection to the same database as ``db`` (the fixture's)."""
-    if db.dialect == "sqlite":
-        return await connect(f"sqlite:///{tmp_path}/noa.db")
-    import asyncpg
-
-    row = await db.fetchrow("SELECT current_schema() AS s")
-    assert row is not None
-    pool = await asyncpg.create_pool(
-        postgres_dsn(), min_size=1, max_size=4, server_settings={"search_path": row["s"]}
-    )
-    return PostgresDatabase(pool)
-
-
-@pytest.fixture
-async def other(db: Database, tmp_path: Path) -> AsyncIterator[Database]:
-    second = await other_connection(db, tmp_path)
-    yield second
-    await second.close()
 
 
 @pytest.mark.parametrize(

@@ -5,16 +5,13 @@ cancellation and schedules. The clock is injected: no test sleeps."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from databases import postgres_dsn
 
 from noa.jobs.model import JobSpec, JobStatus, Priority
 from noa.jobs.store import JobStore
-from noa.storage.db import Database, PostgresDatabase, connect
+from noa.storage.db import Database
 
 T0 = 1_763_856_000.0
 CHAT = "/v1/chat/completions"
@@ -38,27 +35,6 @@ def spec(**fields: Any) -> JobSpec:
         "body": {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]},
     }
     return JobSpec(**(base | fields))
-
-
-async def other_connection(db: Database, tmp_path: Path) -> Database:
-    """A second, separate connection to the same database as ``db`` (the fixture's)."""
-    if db.dialect == "sqlite":
-        return await connect(f"sqlite:///{tmp_path}/noa.db")
-    import asyncpg
-
-    row = await db.fetchrow("SELECT current_schema() AS s")
-    assert row is not None
-    pool = await asyncpg.create_pool(
-        postgres_dsn(), min_size=1, max_size=4, server_settings={"search_path": row["s"]}
-    )
-    return PostgresDatabase(pool)
-
-
-@pytest.fixture
-async def other(db: Database, tmp_path: Path) -> AsyncIterator[Database]:
-    second = await other_connection(db, tmp_path)
-    yield second
-    await second.close()
 
 
 async def test_submit_get_list_paginate_and_scope_by_key(db: Database) -> None:

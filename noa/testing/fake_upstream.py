@@ -48,6 +48,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    disconnected: bool = False  # the client went away while a delayed answer was pending
 
 
 class FakeUpstream:
@@ -60,7 +61,6 @@ class FakeUpstream:
         self.script: deque[Step] = deque()
         self.always: Step | None = None  # applied whenever the script is empty
         self.requests: list[Recorded] = []
-        self.disconnects = 0  # clients that went away while a delayed answer was pending
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._openai(replies.openai_chat), methods=["POST"]),
@@ -93,7 +93,12 @@ class FakeUpstream:
         self.script.clear()
         self.always = None
         self.requests.clear()
-        self.disconnects = 0
+
+    @property
+    def disconnects(self) -> int:
+        """Requests recorded since the last reset whose client went away before the answer: a
+        request of an earlier test that notices its hang-up only after the reset is not counted."""
+        return sum(1 for r in self.requests if r.disconnected)
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
@@ -108,7 +113,8 @@ class FakeUpstream:
             body = json.loads(raw) if raw else None
         except json.JSONDecodeError:
             body = None
-        self.requests.append(Recorded(request.url.path, dict(request.headers), body))
+        recorded = Recorded(request.url.path, dict(request.headers), body)
+        self.requests.append(recorded)
         auth = request.headers.get("authorization", "")
         presented = (
             auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
@@ -121,7 +127,7 @@ class FakeUpstream:
             )
         step = self.script.popleft() if self.script else self.always
         if step is not None and step.delay_s and await self._client_left(request, step.delay_s):
-            self.disconnects += 1
+            recorded.disconnected = True
             return body, step, Response(status_code=499)
         if step is not None and step.raw is not None:
             return body, step, Response(step.raw, step.status, step.headers, "application/json")

@@ -1,7 +1,8 @@
 """``build_app``: NOA's Serve application from its config (``serve_config.yaml``'s ``args``).
 
 Gateway (ingress) ── LlamaCpp replicas (one deployment per local provider)
-    │      └──────── HealthActor, CacheActor, LimiterActor (with several Gateway replicas)
+    │      └──────── HealthActor, CacheActor, LimiterActor (several Gateway replicas, or jobs)
+    ├── JobRunner ── Router (every job), HealthActor, CacheActor, LimiterActor (jobs.enabled)
     └── Router ──── OpenAIAdapter / AnthropicAdapter (enabled providers only), LlamaCpp
 """
 
@@ -14,6 +15,7 @@ from ray.serve.deployment import Deployment
 
 from deployments.adapters import ProviderAdapter
 from deployments.gateway import Gateway
+from deployments.job_runner import JobRunner
 from deployments.llamacpp import LlamaCpp
 from deployments.router import RouterDeployment
 from deployments.support import CacheActor, HealthActor, LimiterActor
@@ -70,9 +72,15 @@ def build(config: NoaConfig) -> Application:
     health = _sized(HealthActor, tiny).bind(args, local)
     cache = _sized(CacheActor, tiny).bind(args)
     # several Gateway replicas must agree on limits: one actor decides (unless Redis does)
-    limiter = _sized(LimiterActor, tiny).bind() if d.gateway.num_replicas > 1 else None
+    # several replicas (Gateways, or a Gateway and a JobRunner) must agree on limits: one
+    # actor decides (unless Redis does)
+    several = d.gateway.num_replicas > 1 or config.jobs.enabled
+    limiter = _sized(LimiterActor, tiny).bind() if several else None
     router = _sized(RouterDeployment, d.router).bind(args, adapters, local, health)
-    return _sized(Gateway, d.gateway).bind(args, local, router, health, cache, limiter)
+    runner = None
+    if config.jobs.enabled:
+        runner = _sized(JobRunner, d.job_runner).bind(args, local, router, health, cache, limiter)
+    return _sized(Gateway, d.gateway).bind(args, local, router, health, cache, limiter, runner)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -11,6 +11,8 @@ through ``handle.options(stream=True)``:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,10 +22,14 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.startup import check_where_served
 from noa.build import gateway
+from noa.build import jobs as jobs_build
+from noa.build.jobs import HandleJobs
 from noa.config import parse_config
+from noa.errors import NotFoundError
 from noa.wire.operations import Operation
 
 Body = dict[str, Any]
+logger = logging.getLogger("noa.gateway")
 
 
 @serve.deployment
@@ -37,11 +43,23 @@ class Gateway:
         health: DeploymentHandle,
         cache: DeploymentHandle,
         limiter: DeploymentHandle | None = None,
+        runner: DeploymentHandle | None = None,
     ) -> None:
         replica = str(serve.get_replica_context().replica_id)
         cfg = parse_config(config)
         await check_where_served(cfg)  # refuses to start where it would be unsafe
         self.parts = gateway.served(cfg, local, router, health, cache, limiter, replica)
+        self.jobs: HandleJobs | None = None
+        if runner is not None:  # jobs enabled: the job API here, run by the JobRunner
+            waking: set[asyncio.Task[None]] = set()
+
+            def notify() -> None:  # fire and forget: a runner that misses it polls anyway
+                task = asyncio.get_running_loop().create_task(_wake(runner))
+                waking.add(task)
+                task.add_done_callback(waking.discard)
+
+            self.parts.jobs = jobs_build.api(self.parts, notify=notify)
+            self.jobs = HandleJobs(self.parts.jobs, self.parts.access.auth)
         self.parts.start()
 
     async def __del__(self) -> None:
@@ -66,6 +84,33 @@ class Gateway:
         assert isinstance(result, dict)
         return result
 
+    # -- jobs (noa/jobs/client.py's JobClient calls these) -------------------------------------
+
+    async def submit_job(
+        self, job: Body, idempotency_key: str | None = None, api_key: str | None = None
+    ) -> Body:
+        """Same body and result as ``POST /v1/jobs`` (without ``api_key``: the master key's)."""
+        return await self._jobs().submit(job, idempotency_key, api_key)
+
+    async def get_job(self, job_id: str, api_key: str | None = None) -> Body:
+        return await self._jobs().get(job_id, api_key)
+
+    async def cancel_job(self, job_id: str, api_key: str | None = None) -> Body:
+        return await self._jobs().cancel(job_id, api_key)
+
+    async def wait_job(
+        self, job_id: str, timeout_s: float = 30.0, api_key: str | None = None
+    ) -> Body:
+        """The job once it is final, or as it stands after ``timeout_s`` (at most 300)."""
+        return await self._jobs().wait(job_id, timeout_s, api_key)
+
+    def _jobs(self) -> HandleJobs:
+        if self.jobs is None:
+            raise NotFoundError(
+                "Jobs are disabled here (jobs.enabled: false)", code="jobs_disabled"
+            )
+        return self.jobs
+
     def cache_stats(self) -> Body:
         """This replica's response cache counters ({"enabled": false} when it is off)."""
         return self.parts.probes.cache_stats()
@@ -77,3 +122,10 @@ class Gateway:
     def model(self, model_id: str) -> Body:
         """Same result as ``GET /v1/models/{model_id}``."""
         return self.parts.service.get_model(model_id)
+
+
+async def _wake(runner: DeploymentHandle) -> None:
+    try:
+        await runner.notify.remote()
+    except Exception:  # the runner is restarting: it finds the job at its next poll
+        logger.debug("waking a job runner failed", exc_info=True)

@@ -140,6 +140,16 @@ class MethodNotAllowedError(NoaError):
     default_code = "method_not_allowed"
 
 
+class ConflictError(NoaError):
+    """The request conflicts with the resource's state (an idempotency key reused with another
+    request, a finished job cancelled)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    category = "client"
+    default_code = "conflict"
+
+
 class PayloadTooLargeError(NoaError):
     status_code = 413
     error_type = "invalid_request_error"

@@ -9,10 +9,10 @@ Serve handles (``served``); the wiring is the same either way.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from noa.access.limiter import Limiter
 from noa.access.remote import RemoteLimiter
@@ -26,6 +26,7 @@ from noa.cache.shared import RemoteTier
 from noa.cache.tiers import Tier
 from noa.config import NoaConfig
 from noa.http.app import create_app
+from noa.http.jobs import JobsApi
 from noa.http.probes import Probes
 from noa.observability import tracing as tracing_setup
 from noa.observability.dependencies import DependencyChecks
@@ -72,6 +73,9 @@ class GatewayParts:
     placement: Placement
     closing: tuple[Any, ...]  # what ``aclose`` closes first (the router's link, providers)
     push: MetricsPush | None = None
+    jobs: JobsApi | None = None  # the job API (noa/build/jobs.py), when jobs are enabled
+    routers: tuple[APIRouter, ...] = ()  # files and batches
+    body_limits: dict[str, int] = field(default_factory=dict)  # an upload route's own limit
 
     def app(self) -> FastAPI:
         health = self.placement.health
@@ -85,6 +89,9 @@ class GatewayParts:
             metrics_total=self._metrics_total if health is not None else None,
             tracing=self.tracing,
             probes=self.probes,
+            jobs=self.jobs,
+            routers=self.routers,
+            body_limits=self.body_limits,
         )
 
     async def _metrics_total(self) -> Snapshot:
@@ -171,15 +178,20 @@ def served(
     cache: Any,
     limiter: Any | None,
     replica: str,
+    via_router: bool = False,
 ) -> GatewayParts:
     """A Gateway replica in the Serve app, its collaborators behind the deployments'
-    handles; this process's logging, tracing and error reporting set up first."""
+    handles; this process's logging, tracing and error reporting set up first.
+    ``via_router``: every request through the Router deployment whatever the ``hot_path``
+    (the JobRunner's: jobs fan out over the Router's replicas)."""
     configure_logging()
     tracing = tracing_setup.from_environment()  # off unless an OTLP endpoint is configured
     init_error_reporting()  # Sentry, when SENTRY_DSN is set
     placement = Placement(
         local=remote_local(local),
-        router=RemoteRouter(router) if config.deployment.hot_path == "router" else None,
+        router=(
+            RemoteRouter(router) if via_router or config.deployment.hot_path == "router" else None
+        ),
         health=RemoteHealth(health),
         shared_tier=RemoteTier(cache),
         shared_limiter=RemoteLimiter(limiter) if limiter is not None else None,

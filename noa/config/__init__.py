@@ -7,6 +7,7 @@ routing.py     groups, retries, deadlines, breakers
 access.py      auth (master key, API keys, JWT), limits, usage
 storage.py     cache tiers, Redis, the database
 deployment.py  the HTTP server and the Serve graph's sizing
+jobs.py        the job system: runners, retries, webhooks, files and batches
 """
 
 from noa.config.access import (
@@ -25,6 +26,7 @@ from noa.config.deployment import (
     ReplicaConfig,
     ServerConfig,
 )
+from noa.config.jobs import JobsConfig, WebhookConfig
 from noa.config.models import (
     BUNDLED_MODEL_NAME,
     Capability,
@@ -76,6 +78,7 @@ __all__ = [
     "DeploymentConfig",
     "GroupConfig",
     "HotPath",
+    "JobsConfig",
     "JwtAlgorithm",
     "JwtClaims",
     "JwtConfig",
@@ -96,6 +99,7 @@ __all__ = [
     "Strategy",
     "Strict",
     "UsageConfig",
+    "WebhookConfig",
     "bundled_model",
     "env_secret",
     "load_config",

@@ -49,4 +49,5 @@ class DeploymentConfig(Strict):
     router: ReplicaConfig = ReplicaConfig()
     adapters: ReplicaConfig = ReplicaConfig()
     llamacpp: LlamaReplicaConfig = LlamaReplicaConfig()
+    job_runner: ReplicaConfig = ReplicaConfig()
     health_check_interval_s: float = Field(30.0, gt=0, description="active provider checks")

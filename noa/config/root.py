@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from noa.config.access import AuthConfig, LimitsConfig, UsageConfig
 from noa.config.base import Strict
 from noa.config.deployment import DeploymentConfig, ServerConfig
+from noa.config.jobs import JobsConfig
 from noa.config.models import ModelConfig, bundled_model
 from noa.config.providers import (
     AnthropicProviderConfig,
@@ -69,6 +70,7 @@ class NoaConfig(Strict):
     redis: RedisConfig = RedisConfig()
     database: DatabaseConfig = DatabaseConfig()
     deployment: DeploymentConfig = DeploymentConfig()
+    jobs: JobsConfig = JobsConfig()
 
     @model_validator(mode="before")
     @classmethod

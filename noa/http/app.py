@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -19,10 +19,12 @@ from noa.access.identity import Authenticator, MasterKey
 from noa.http.admin import Admin, admin_router
 from noa.http.dashboard import add_metrics_routes
 from noa.http.fast_lane import lanes
+from noa.http.jobs import JobsApi, jobs_router
 from noa.http.middleware import ACCESS_LOGGER, GatewayMiddleware
 from noa.http.openai import openai_router
 from noa.http.probes import Probes, add_app_probes, add_process_probes
 from noa.http.render import correlation_id, error_response
+from noa.http.schedules import schedules_router
 from noa.observability.metrics import Metrics, Snapshot
 from noa.observability.tracing import Tracing
 from noa.service import NoaService
@@ -89,6 +91,9 @@ def create_app(
     providers_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     tracing: Tracing | None = None,
     probes: Probes | None = None,
+    jobs: JobsApi | None = None,
+    routers: Sequence[APIRouter] = (),
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     """The ASGI app: FastAPI routes behind NOA's middleware.
 
@@ -98,7 +103,9 @@ def create_app(
     ``metrics`` counts every request, and ``GET /metrics`` shows ``metrics_total()`` (every
     replica's totals) or, without it, this process's own; ``/dashboard`` shows them live, with
     ``providers_health()`` (the latest probes) when given; ``tracing`` starts each request's
-    root span; ``probes`` adds the app's probes (``/health/ready``, ``/status``, ...)."""
+    root span; ``probes`` adds the app's probes (``/health/ready``, ``/status``, ...); ``jobs``
+    adds the job API and the admin schedules; ``routers`` more routes (files and batches), and
+    ``body_limits`` their paths' own body limits (an upload's)."""
     if auth is None and master_key:
         auth = Authenticator(master=MasterKey(master_key))
     app = FastAPI(
@@ -112,6 +119,11 @@ def create_app(
     app.include_router(api)
     if admin is not None:
         app.include_router(admin_router(admin))
+    if jobs is not None:
+        app.include_router(jobs_router(jobs))
+        app.include_router(schedules_router(jobs))
+    for router in routers:
+        app.include_router(router)
     add_process_probes(app)
     if metrics is not None:
         health = providers_health or (probes.providers if probes is not None else None)
@@ -132,6 +144,7 @@ def create_app(
         GatewayMiddleware,
         auth=auth,
         max_body_bytes=max_body_bytes,
+        body_limits=body_limits,
         access_log=logging.getLogger(ACCESS_LOGGER) if access_log else None,
         lanes=lanes([*api.routes, *app.routes], HOT_PATHS) if fast_lane else None,
         metrics=metrics,

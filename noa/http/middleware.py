@@ -75,6 +75,7 @@ class GatewayMiddleware:
         *,
         auth: Authenticator | None,
         max_body_bytes: int,
+        body_limits: Mapping[str, int] | None = None,
         access_log: logging.Logger | None = None,
         lanes: Mapping[tuple[str, str], ASGIApp] | None = None,
         metrics: Metrics | None = None,
@@ -87,6 +88,7 @@ class GatewayMiddleware:
         self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.auth = auth
         self.max_body_bytes = max_body_bytes
+        self.body_limits = dict(body_limits or {})  # a path's own limit (file uploads)
         self.access_log = access_log
         self.clock = clock
 
@@ -195,9 +197,10 @@ class GatewayMiddleware:
                 return
             scope["state"]["principal"] = principal
 
+        limit = self.body_limits.get(path, self.max_body_bytes)
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await send_error(send, self._too_large(), cid)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await send_error(send, self._too_large(limit), cid)
             return
 
         header = (context.CORRELATION_HEADER.encode(), cid.encode())
@@ -214,17 +217,16 @@ class GatewayMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise self._too_large()
+                if received > limit:
+                    raise self._too_large(limit)
             return message
 
         target = self.lanes.get((scope["method"], path), self.app)  # see fast_lane.py
         await target(scope, counted_receive, send_with_id)
 
-    def _too_large(self) -> PayloadTooLargeError:
-        return PayloadTooLargeError(
-            f"Request body is larger than the limit of {self.max_body_bytes} bytes"
-        )
+    @staticmethod
+    def _too_large(limit: int) -> PayloadTooLargeError:
+        return PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes")
 
 
 def route_path(scope: Scope) -> str:

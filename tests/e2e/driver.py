@@ -3,12 +3,14 @@
 Run by the e2e tests with RAY_ADDRESS set; prints one JSON line with what it saw.
 """
 
+import asyncio
 import json
 
 import ray
 from ray import serve
 
 from noa.errors import ModelNotFoundError
+from noa.jobs.client import JobClient
 
 BODY = {
     "model": "smollm2",
@@ -39,4 +41,16 @@ try:
     handle.chat.remote({**BODY, "model": "no-such-model"}).result()
 except ModelNotFoundError as e:
     report["not_found"] = {"status": e.status_code, "is_model_not_found": True}
+
+
+async def run_a_job() -> dict:
+    """A job from another Ray job: submitted and awaited over the handle."""
+    jobs = JobClient(handle)
+    job = {"endpoint": "/v1/embeddings", "body": {"model": "smollm2", "input": "a job"}}
+    submitted = await jobs.submit(job, idempotency_key="driver-job")
+    result = await jobs.run(job, idempotency_key="driver-job", timeout_s=120)
+    return {"id": submitted["id"], "length": len(result["data"][0]["embedding"])}
+
+
+report["job"] = asyncio.run(run_a_job())
 print(json.dumps(report))

@@ -133,6 +133,7 @@ def test_another_ray_driver_uses_the_app_handle(cluster: ServeCluster) -> None:
     assert "Paris" in report["chat"]["choices"][0]["message"]["content"]
     assert "Paris" in report["streamed_text"]
     assert report["stream_usage"]["completion_tokens"] > 0
+    assert report["job"]["length"] == report["embedding_length"]  # a job, run on the cluster
     # what x-noa-* headers say over HTTP, handle callers get in the `noa` field
     assert report["chat"]["noa"]["provider"] == "local"
     assert report["chat"]["noa"]["attempts"] == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from noa.storage.batch_tables import BATCH_TABLES
 from noa.storage.db import Database
 from noa.storage.job_tables import JOB_TABLES
 from noa.storage.schedule_tables import SCHEDULE_TABLES
@@ -115,6 +116,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(4, "jobs", JOB_TABLES),
     Migration(5, "job schedules", SCHEDULE_TABLES),
+    Migration(6, "files and batches", BATCH_TABLES),
 )
 
 

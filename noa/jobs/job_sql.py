@@ -102,13 +102,14 @@ HEARTBEAT = (
     " WHERE id = $3 AND token = $4 AND status = 'running' RETURNING id"
 )
 # A runner's last word on its claim: $1 status, $2 result, $3 error, $4 run_at (None: kept),
-# $5 finished_at, $6 now, $7 id, $8 token.
-SETTLE = """
+# $5 finished_at, $6 now, $7 id, $8 token. The job as it is now: a final one's webhook is
+# enqueued in the same transaction.
+SETTLE = f"""
 UPDATE noa_jobs SET
     status = $1, result = $2, error = $3, run_at = COALESCE($4, run_at), finished_at = $5,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = $6
 WHERE id = $7 AND token = $8 AND status = 'running'
-RETURNING id
+RETURNING {COLS}
 """
 # A claim handed back unrun ($1 run_at, $2 now, $3 id, $4 token): queued again, its attempt not
 # counted (and not started, if it was the first); the token moves on with the next claim as ever.
@@ -135,6 +136,11 @@ WHERE id = $2 AND status IN ('dead', 'failed')
 RETURNING {COLS}
 """
 DEPTH = "SELECT status, count(*) AS n FROM noa_jobs GROUP BY status"
+# queued jobs by priority, a batch's (parent_id set) apart: the noa_queue_depth gauge
+QUEUED = (
+    "SELECT priority, parent_id IS NOT NULL AS batch, count(*) AS n FROM noa_jobs"
+    " WHERE status = 'queued' GROUP BY priority, parent_id IS NOT NULL"
+)
 NEXT_DUE = """
 SELECT min(t) AS t FROM (
     SELECT min(run_at) AS t FROM noa_jobs WHERE status = 'queued'

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from noa.jobs import job_sql as sql
+from noa.jobs.job_metrics import QUEUES, queue_label
 from noa.jobs.model import (
     Attempt,
     Claim,
@@ -30,6 +31,7 @@ from noa.jobs.model import (
     dumps,
     error_body,
 )
+from noa.jobs.webhook_outbox import enqueue_job
 from noa.storage.db import Database
 
 Clock = Callable[[], float]
@@ -156,6 +158,9 @@ class JobStore:
             row = await tx.fetchrow(sql.CANCEL.replace("{scope}", scope), now, job_id, *args)
             if row is not None:
                 await tx.execute(sql.FINISH_ATTEMPT, now, "cancelled", None, job_id, row["token"])
+                cancelled = await tx.fetchrow(sql.BY_ID, job_id)
+                if cancelled is not None:
+                    await enqueue_job(tx, sql.job(cancelled), now)
         return await self.get(job_id, key_id)
 
     # -- claiming and ending claims ----------------------------------------------------------
@@ -192,6 +197,11 @@ class JobStore:
                 sql.FINISH_ATTEMPT,
                 [(now, "lease_expired", reason, r["id"], r["token"]) for r in lost],
             )
+        for r in lost:  # dead on its last attempt's lost lease: its webhook, as _settle's
+            if r["status"] == JobStatus.DEAD.value:
+                dead = await tx.fetchrow(sql.BY_ID, r["id"])
+                if dead is not None:
+                    await enqueue_job(tx, sql.job(dead), now)
 
     async def heartbeat(self, job_id: str, token: int, lease_s: float) -> bool:
         """Extend the lease by ``lease_s`` from now; False when ``token`` is no longer the job's
@@ -264,6 +274,8 @@ class JobStore:
             if row is None:
                 return False
             await tx.execute(sql.FINISH_ATTEMPT, now, outcome, error_json, job_id, token)
+            if status.final:
+                await enqueue_job(tx, sql.job(row), now)
         return True
 
     # -- history, redrive, metrics ------------------------------------------------------------
@@ -283,6 +295,15 @@ class JobStore:
         counts = {s.value: 0 for s in JobStatus}
         for row in await self.db.fetch(sql.DEPTH):
             counts[row["status"]] = int(row["n"])
+        return counts
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Queued jobs per ``queue`` label (``job_metrics.QUEUES``, zeros included): the
+        ``noa_queue_depth`` gauge (``JobMetrics.depth``)."""
+        counts = dict.fromkeys(QUEUES, 0)
+        for row in await self.db.fetch(sql.QUEUED):
+            queue = queue_label(int(row["priority"]), bool(row["batch"]))
+            counts[queue] = counts.get(queue, 0) + int(row["n"])
         return counts
 
     async def next_due(self) -> float | None:

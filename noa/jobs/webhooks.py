@@ -89,6 +89,17 @@ class WebhookDelivery:
         return None if self.delivered or not self.attempts else self.attempts[-1].error
 
 
+@dataclass(frozen=True)
+class WebhookTry:
+    """The result of ``WebhookSender.attempt``: ``delivered`` (a 2xx), ``failed`` (a permanent
+    refusal) or ``retry`` (another attempt may help; ``retry_after``: the seconds a 429's or
+    503's ``Retry-After`` asked for, if any)."""
+
+    attempt: WebhookAttempt
+    outcome: Literal["delivered", "failed", "retry"]
+    retry_after: float | None = None
+
+
 def backoff_delay(
     attempt: int, *, base_s: float, cap_s: float, rng: Callable[[], float] = random.random
 ) -> float:
@@ -179,42 +190,75 @@ class WebhookSender:
         """POST ``payload`` (JSON bytes, or a mapping encoded as JSON) to ``url`` as the event
         ``msg_id``, signed with ``secrets`` (the sender's own when None), until it is
         delivered, fails for good or runs out of attempts."""
-        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        keys = tuple(secrets) if secrets else self.secrets
-        sign(msg_id, 0, body, keys)  # an unusable id or body fails here, before any attempt
+        body, keys = self._prepare(payload, msg_id, secrets)
         attempts: list[WebhookAttempt] = []
         outcome: Outcome = "exhausted"
         for number in range(self.max_attempts):
-            at, started = self.clock(), self.timer()
-            failure: _Failure | None = None
-            status: int | None = None
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    status = await self._attempt(url, body, msg_id, keys, at)
-            except _Failure as e:
-                failure, status = e, e.status
-            except TimeoutError:
-                failure = _Failure(f"timed out after {self.timeout_s:g} s", retry=True)
-            except Exception as e:  # a bug, not the receiver: recorded, not retried
-                logger.exception("webhook %s: unexpected error", msg_id)
-                failure = _Failure(f"unexpected error: {type(e).__name__}", retry=False)
-            duration_ms = round((self.timer() - started) * 1000.0, 3)
-            error = None if failure is None else str(failure)
-            attempts.append(WebhookAttempt(at, status, error, duration_ms))
-            host = _host_of(url)
-            if failure is None:
+            result = await self._try(url, body, msg_id, keys, number + 1)
+            attempts.append(result.attempt)
+            if result.outcome == "delivered":
                 outcome = "delivered"
-                logger.info("webhook %s delivered to %s (%s)", msg_id, host, status)
                 break
-            logger.warning(
-                "webhook %s to %s: attempt %d failed: %s", msg_id, host, number + 1, error
-            )
-            if not failure.retry:
+            if result.outcome == "failed":
                 outcome = "failed"
                 break
             if number + 1 < self.max_attempts:
-                await self.sleep(self._delay(number, failure.retry_after))
+                await self.sleep(self._delay(number, result.retry_after))
         return WebhookDelivery(msg_id, outcome, tuple(attempts))
+
+    async def attempt(
+        self,
+        url: str,
+        payload: bytes | Mapping[str, Any],
+        *,
+        msg_id: str,
+        secrets: Sequence[WebhookSecret] | None = None,
+        number: int = 1,
+    ) -> WebhookTry:
+        """One attempt (its redirects included) at delivering ``payload`` to ``url`` as the
+        event ``msg_id``, signed now: no retry, no sleep. The caller (the outbox) keeps the
+        count (``number``, for the log) and schedules any retry."""
+        body, keys = self._prepare(payload, msg_id, secrets)
+        return await self._try(url, body, msg_id, keys, number)
+
+    def _prepare(
+        self,
+        payload: bytes | Mapping[str, Any],
+        msg_id: str,
+        secrets: Sequence[WebhookSecret] | None,
+    ) -> tuple[bytes, tuple[WebhookSecret, ...]]:
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        keys = tuple(secrets) if secrets else self.secrets
+        sign(msg_id, 0, body, keys)  # an unusable id or body fails here, before any attempt
+        return body, keys
+
+    async def _try(
+        self, url: str, body: bytes, msg_id: str, keys: Sequence[WebhookSecret], number: int
+    ) -> WebhookTry:
+        at, started = self.clock(), self.timer()
+        failure: _Failure | None = None
+        status: int | None = None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                status = await self._attempt(url, body, msg_id, keys, at)
+        except _Failure as e:
+            failure, status = e, e.status
+        except TimeoutError:
+            failure = _Failure(f"timed out after {self.timeout_s:g} s", retry=True)
+        except Exception as e:  # a bug, not the receiver: recorded, not retried
+            logger.exception("webhook %s: unexpected error", msg_id)
+            failure = _Failure(f"unexpected error: {type(e).__name__}", retry=False)
+        duration_ms = round((self.timer() - started) * 1000.0, 3)
+        error = None if failure is None else str(failure)
+        attempt = WebhookAttempt(at, status, error, duration_ms)
+        host = _host_of(url)
+        if failure is None:
+            logger.info("webhook %s delivered to %s (%s)", msg_id, host, status)
+            return WebhookTry(attempt, "delivered")
+        logger.warning("webhook %s to %s: attempt %d failed: %s", msg_id, host, number, error)
+        if not failure.retry:
+            return WebhookTry(attempt, "failed")
+        return WebhookTry(attempt, "retry", failure.retry_after)
 
     def _delay(self, number: int, retry_after: float | None) -> float:
         delay = backoff_delay(

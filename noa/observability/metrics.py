@@ -33,6 +33,7 @@ Snapshot = dict[str, dict[Labels, float | list[float]]]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,24 @@ SPECS = (
         merge="max",
     ),
     Spec("noa_fallbacks_total", "counter", "Answers served by a later link of a chain", ("model",)),
-    Spec("noa_queue_depth", "gauge", "Jobs waiting per queue", ("queue",)),
+    # every replica reporting the depth reads it from the same database: the largest, not a sum
+    Spec("noa_queue_depth", "gauge", "Jobs waiting per queue", ("queue",), merge="max"),
     Spec("noa_jobs_total", "counter", "Finished jobs by outcome", ("queue", "outcome")),
+    Spec(
+        "noa_job_latency_seconds",
+        "histogram",
+        "Job latency by phase: queued (due to first start), run (first start to finish),"
+        " total (submitted to finished)",
+        ("queue", "phase"),
+        JOB_BUCKETS,
+    ),
+    Spec(
+        "noa_webhook_deliveries_total",
+        "counter",
+        "Webhook delivery attempts by subject kind (job, batch) and outcome (delivered,"
+        " retried, failed)",
+        ("kind", "outcome"),
+    ),
     Spec("noa_metrics_replicas", "gauge", "Gateway replicas reporting into this scrape"),
 )
 

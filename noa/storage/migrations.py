@@ -14,6 +14,7 @@ from noa.storage.batch_tables import BATCH_TABLES
 from noa.storage.db import Database
 from noa.storage.job_tables import JOB_TABLES
 from noa.storage.schedule_tables import SCHEDULE_TABLES
+from noa.storage.webhook_tables import WEBHOOK_TABLES
 
 SCHEMA_TABLE = """
 CREATE TABLE IF NOT EXISTS noa_schema (
@@ -117,6 +118,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "jobs", JOB_TABLES),
     Migration(5, "job schedules", SCHEDULE_TABLES),
     Migration(6, "files and batches", BATCH_TABLES),
+    Migration(7, "webhook deliveries", WEBHOOK_TABLES),
 )
 
 

@@ -72,10 +72,9 @@ def build(config: NoaConfig) -> Application:
     health = _sized(HealthActor, tiny).bind(args, local)
     cache = _sized(CacheActor, tiny).bind(args)
     # several Gateway replicas must agree on limits: one actor decides (unless Redis does)
-    # several replicas (Gateways, or a Gateway and a JobRunner) must agree on limits: one
-    # actor decides (unless Redis does)
-    several = d.gateway.num_replicas > 1 or config.jobs.enabled
-    limiter = _sized(LimiterActor, tiny).bind() if several else None
+    # several Gateway replicas must agree on limits: one actor decides (unless Redis does);
+    # with one Gateway, a JobRunner asks that Gateway (the request hot path stays in-process)
+    limiter = _sized(LimiterActor, tiny).bind() if d.gateway.num_replicas > 1 else None
     router = _sized(RouterDeployment, d.router).bind(args, adapters, local, health)
     runner = None
     if config.jobs.enabled:

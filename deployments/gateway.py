@@ -21,6 +21,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.startup import check_where_served
+from noa.access.remote import LimiterEndpoint
 from noa.build import gateway
 from noa.build import jobs as jobs_build
 from noa.build.jobs import HandleJobs
@@ -60,6 +61,7 @@ class Gateway:
 
             self.parts.jobs = jobs_build.api(self.parts, notify=notify)
             self.jobs = HandleJobs(self.parts.jobs, self.parts.access.auth)
+        self.limits = LimiterEndpoint(self.parts.access.limiter)
         self.parts.start()
 
     async def __del__(self) -> None:
@@ -103,6 +105,21 @@ class Gateway:
     ) -> Body:
         """The job once it is final, or as it stands after ``timeout_s`` (at most 300)."""
         return await self._jobs().wait(job_id, timeout_s, api_key)
+
+    # -- the JobRunner's limits (one Gateway, no Redis: this replica's limiter decides) ---------
+
+    async def limiter_admit(
+        self, takes: list[Any], reserves: list[Any], principal: str | None
+    ) -> dict[str, Any]:
+        return await self.limits.admit(takes, reserves, principal)
+
+    async def limiter_adjust(
+        self, tokens: dict[str, tuple[float, float]], dollars: dict[str, float]
+    ) -> None:
+        await self.limits.adjust(tokens, dollars)
+
+    async def limiter_revoke(self, principal: str) -> None:
+        await self.limits.revoke(principal)
 
     def _jobs(self) -> HandleJobs:
         if self.jobs is None:

@@ -35,8 +35,20 @@ class JobRunner:
         replica = str(serve.get_replica_context().replica_id)
         cfg = parse_config(config)
         await check_where_served(cfg)  # one SQL store for every node, or no start
+        prefix = ""
+        if limiter is None and not cfg.redis.url():  # one Gateway: its limiter decides
+            limiter = serve.get_deployment_handle("Gateway", cfg.deployment.app_name)
+            prefix = "limiter_"
         self.parts = gateway.served(
-            cfg, local, router, health, cache, limiter, replica, via_router=True
+            cfg,
+            local,
+            router,
+            health,
+            cache,
+            limiter,
+            replica,
+            via_router=True,
+            limiter_prefix=prefix,
         )
         self.jobs = jobs_build.runner(self.parts)
         self.parts.start()

@@ -179,6 +179,7 @@ def served(
     limiter: Any | None,
     replica: str,
     via_router: bool = False,
+    limiter_prefix: str = "",
 ) -> GatewayParts:
     """A Gateway replica in the Serve app, its collaborators behind the deployments'
     handles; this process's logging, tracing and error reporting set up first.
@@ -194,7 +195,7 @@ def served(
         ),
         health=RemoteHealth(health),
         shared_tier=RemoteTier(cache),
-        shared_limiter=RemoteLimiter(limiter) if limiter is not None else None,
+        shared_limiter=RemoteLimiter(limiter, limiter_prefix) if limiter is not None else None,
         replica=replica,
     )
     return gateway(config, placement, tracing=tracing)

@@ -12,11 +12,11 @@ leases expire and they run again elsewhere). Tests run both in one process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from asyncio import FIRST_COMPLETED
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,18 +24,28 @@ from noa.access.identity import Authenticator
 from noa.build.gateway import GatewayParts
 from noa.config import JobsConfig
 from noa.errors import NotFoundError
+from noa.http.batches import BatchesApi, batches_router, files_router
 from noa.http.callers import Caller, caller_of
 from noa.http.jobs import JobsApi, submit
+from noa.jobs.batches import BatchStore
 from noa.jobs.client import wait_until_final
 from noa.jobs.executor import JobExecutor, KeyPrincipals
+from noa.jobs.files import FileStore
+from noa.jobs.job_metrics import JobMetrics
 from noa.jobs.model import Job
 from noa.jobs.runner import JobRunner
 from noa.jobs.schedules import ScheduleStore
 from noa.jobs.store import JobStore
+from noa.jobs.webhook_outbox import WebhookOutbox
+from noa.jobs.webhook_signing import WebhookSecret
+from noa.jobs.webhooks import WebhookSender
 
 logger = logging.getLogger("noa.jobs")
 
 Clock = Callable[[], float]
+Environ = Mapping[str, str]
+CLEANUP_S = 300.0
+UPLOAD_OVERHEAD = 1024 * 1024  # a multipart body's boundaries and fields around the file
 Tick = Callable[[], Awaitable[object]]
 TICK_S = 1.0  # schedules fired, batches advanced, webhooks swept, depth measured
 DRAIN_S = 15.0  # how long a stopping runner lets its running jobs finish
@@ -46,11 +56,62 @@ def stores(parts: GatewayParts, clock: Clock = time.time) -> tuple[JobStore, Sch
     return store, ScheduleStore(parts.db, clock, jobs=store)
 
 
-def api(parts: GatewayParts, notify: Callable[[], None] = lambda: None) -> JobsApi:
-    """The job API of a Gateway replica; ``notify`` wakes a runner when a job is submitted."""
+def secrets(parts: GatewayParts, environ: Environ | None = None) -> list[WebhookSecret]:
+    """The webhook signing secrets (``jobs.webhooks.secret_env``); none: callbacks refused."""
+    return [WebhookSecret.parse(s) for s in parts.config.jobs.webhooks.secrets(environ)]
+
+
+def outbox(
+    parts: GatewayParts,
+    environ: Environ | None = None,
+    metrics: JobMetrics | None = None,
+    clock: Clock = time.time,
+) -> WebhookOutbox | None:
+    keys = secrets(parts, environ)
+    if not keys:
+        return None
+    hooks = parts.config.jobs.webhooks
+    sender = WebhookSender(
+        keys, allow=hooks.allow_hosts, max_attempts=1, timeout_s=hooks.timeout_s, clock=clock
+    )
+    return WebhookOutbox(
+        parts.db,
+        sender,
+        clock=clock,
+        max_attempts=hooks.max_attempts,
+        lease_s=max(60.0, hooks.timeout_s * 3),
+        metrics=metrics,
+    )
+
+
+def api(
+    parts: GatewayParts,
+    notify: Callable[[], None] = lambda: None,
+    environ: Environ | None = None,
+) -> JobsApi:
+    """The job, schedule, file and batch APIs of a Gateway replica (the file and batch routes
+    and the upload's body limit go on ``parts``); ``notify`` wakes a runner (a job or a batch
+    was submitted)."""
+    cfg = parts.config.jobs
     store, schedules = stores(parts)
+    hooks = outbox(parts, environ)
+    files = FileStore(parts.db)
+    batches = BatchesApi(
+        files,
+        BatchStore(parts.db, store, files, notify=notify),
+        notify=notify,
+        max_file_bytes=cfg.max_file_bytes,
+        webhook_allow=cfg.webhooks.allow_hosts,
+    )
+    parts.routers = (files_router(batches), batches_router(batches))
+    parts.body_limits = {"/v1/files": cfg.max_file_bytes + UPLOAD_OVERHEAD}
     return JobsApi(
-        store, schedules, notify=notify, webhook_allow=parts.config.jobs.webhooks.allow_hosts
+        store,
+        schedules,
+        notify=notify,
+        webhook_allow=cfg.webhooks.allow_hosts,
+        deliveries=hooks.deliveries if hooks is not None else None,
+        callbacks=hooks is not None,
     )
 
 
@@ -66,6 +127,7 @@ class JobParts:
     tick_s: float = TICK_S
     drain_s: float = DRAIN_S
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _soon: asyncio.Event = field(default_factory=asyncio.Event)  # a batch waits: tick now
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -79,7 +141,9 @@ class JobParts:
         ]
 
     def notify(self) -> None:
+        """Something was submitted: look for due jobs, and tick (a batch to advance) now."""
         self.runner.notify()
+        self._soon.set()
 
     def check(self) -> None:
         """Raise when the runner or the tick has stopped although nobody stopped them."""
@@ -98,9 +162,14 @@ class JobParts:
 
     async def _tick_forever(self) -> None:
         while not self._stop.is_set():
+            self._soon.clear()
             await self.tick()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.tick_s)
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._soon)]
+            try:
+                await asyncio.wait(waits, timeout=self.tick_s, return_when=FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
 
     async def aclose(self) -> None:
         """Stop claiming; let running jobs finish for ``drain_s``, then cancel them."""
@@ -122,16 +191,28 @@ def owner_name(replica: str) -> str:
     return f"{replica}:{uuid.uuid4().hex[:8]}"
 
 
-def runner(parts: GatewayParts, owner: str | None = None, clock: Clock = time.time) -> JobParts:
+def runner(
+    parts: GatewayParts,
+    owner: str | None = None,
+    clock: Clock = time.time,
+    environ: Environ | None = None,
+) -> JobParts:
     """The job system of a runner replica over ``parts`` (the Router behind a handle when
-    served: jobs fan out over the Router's replicas)."""
+    served: jobs fan out over the Router's replicas): the runner, and a tick that fires due
+    schedules, advances batches, sends due webhooks and measures the queues."""
     cfg = parts.config.jobs
+    owner = owner or owner_name(parts.placement.replica)
     store, schedules = stores(parts, clock)
+    metrics = JobMetrics(parts.metrics)
+
+    async def finished(job: Job) -> None:
+        metrics.finished(job)
+
     execute = JobExecutor(parts.service, KeyPrincipals(parts.access.keys, parts.access.teams))
     job_runner = JobRunner(
         store,
         execute,
-        owner=owner or owner_name(parts.placement.replica),
+        owner=owner,
         clock=clock,
         lease_s=cfg.lease_s,
         concurrency=cfg.concurrency,
@@ -140,14 +221,37 @@ def runner(parts: GatewayParts, owner: str | None = None, clock: Clock = time.ti
         base_backoff_s=cfg.base_backoff_s,
         cap_backoff_s=cfg.cap_backoff_s,
         poll_s=cfg.poll_s,
+        on_finished=finished,
     )
     jobs = JobParts(cfg, store, schedules, job_runner)
+    files = FileStore(parts.db, clock)
+    batches = BatchStore(parts.db, store, files, clock, notify=job_runner.notify)
+    hooks = outbox(parts, environ, metrics, clock)
 
     async def fire_schedules() -> None:
         if await schedules.fire_due():
             job_runner.notify()
 
-    jobs.ticks.append(fire_schedules)
+    async def advance_batches() -> None:
+        for _ in range(8):  # a batch may take several steps at once (validated, then done)
+            if not await batches.advance(owner, lease_s=max(60.0, cfg.lease_s)):
+                break
+
+    async def send_webhooks() -> None:
+        if hooks is not None:
+            for _ in range(64):  # up to 16 each: what is due now, within bounds
+                if not await hooks.sweep(owner) or jobs._stop.is_set():
+                    break
+
+    swept = [clock()]
+
+    async def measure() -> None:
+        metrics.depth(await store.queue_depths())
+        if clock() - swept[0] >= CLEANUP_S:  # uploads and outputs cut short, invisible
+            swept[0] = clock()
+            await files.cleanup()
+
+    jobs.ticks.extend([fire_schedules, advance_batches, send_webhooks, measure])
     return jobs
 
 

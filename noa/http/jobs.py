@@ -52,6 +52,7 @@ class JobsApi:
     webhook_allow: Sequence[str] = ()
     resolve: Resolver = system_resolver
     deliveries: Deliveries | None = None
+    callbacks: bool = True  # False: no signing secret is configured, callback_url is a 400
 
 
 class _Body(BoundedJson):
@@ -104,6 +105,13 @@ async def checked_callback(api: JobsApi, url: str | None) -> str | None:
     """The callback URL, if NOA may post to it (resolved now; again at each delivery)."""
     if url is None:
         return None
+    if not api.callbacks:
+        raise InvalidRequestError(
+            "Webhooks are not configured on this server (no signing secret: set"
+            " NOA_WEBHOOK_SECRET to whsec_<base64>), so callback_url cannot be used",
+            param="callback_url",
+            code="webhooks_not_configured",
+        )
     try:
         await check_target(url, allow=api.webhook_allow, resolve=api.resolve)
     except WebhookTargetError as e:

@@ -82,7 +82,7 @@ def error_line(b: Batch, row: Row, ended: BatchStatus) -> str:
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     if job_id is None:  # an invalid line
-        error = {"code": row["code"], "message": row["message"]}
+        error = {"code": row["code"], "message": row["message"], "line": row["line"]}
     elif status in ("failed", "dead") and (found := loads(row["error"])):
         response = {
             "status_code": status_of(found),

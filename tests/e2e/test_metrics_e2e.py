@@ -82,7 +82,7 @@ def test_one_scrape_counts_the_requests_of_both_replicas(cluster: ServeCluster) 
             break
         time.sleep(0.5)
     assert (calls, ok, bad) == (40, 40, 6)
-    assert value(after, "noa_metrics_replicas") == 2
+    assert value(after, "noa_metrics_replicas") == 3  # two Gateways and the JobRunner
     errors = value(after, "http_errors_total", error_category="client") - value(
         before, "http_errors_total", error_category="client"
     )

@@ -5,22 +5,30 @@ managed by admins, and the app handle's job methods. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from databases import fresh_database_url
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from noa.build import gateway
 from noa.build import jobs as jobs_build
 from noa.config import parse_config
+from noa.jobs.webhook_signing import WebhookSecret
 from noa.testing.fake_upstream import FakeUpstream, Step
 from noa.testing.server import ServerThread
 
 MASTER = "sk-master-jobs-test"
+SECRET = str(WebhookSecret.generate())
 CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
 FINAL = {"completed", "failed", "dead", "cancelled"}
 
@@ -35,12 +43,17 @@ class Noa:
                 "providers": {"openai": {"kind": "openai", "max_retries": 0}},
                 "models": [{"id": "gpt", "provider": "openai", "upstream": "gpt-4o-mini"}],
                 "usage": {"flush_interval_s": 3600},
-                "jobs": {"base_backoff_s": 0.01, "cap_backoff_s": 0.05, "poll_s": 0.05},
+                "jobs": {
+                    "base_backoff_s": 0.01,
+                    "cap_backoff_s": 0.05,
+                    "poll_s": 0.05,
+                    "webhooks": {"allow_hosts": ["127.0.0.1/32"]},  # the test's receiver
+                },
             }
         )
         self.parts = gateway.inprocess(config, env)
-        self.jobs = jobs_build.runner(self.parts, owner="test-runner")
-        self.parts.jobs = jobs_build.api(self.parts, notify=self.jobs.notify)
+        self.jobs = jobs_build.runner(self.parts, owner="test-runner", environ=env)
+        self.parts.jobs = jobs_build.api(self.parts, notify=self.jobs.notify, environ=env)
         self.handle = jobs_build.HandleJobs(self.parts.jobs, self.parts.access.auth)
         self.server = ServerThread(self.parts.app()).start()
         self.url = self.server.base_url
@@ -79,7 +92,10 @@ def noa(
     request: pytest.FixtureRequest, upstream_env: dict[str, str], fake: FakeUpstream, tmp_path: Path
 ) -> Iterator[Noa]:
     url = f"sqlite:///{tmp_path}/noa.db" if request.param == "sqlite" else fresh_database_url()
-    server = Noa(upstream_env | {"NOA_MASTER_KEY": MASTER, "NOA_DATABASE_URL": url})
+    server = Noa(
+        upstream_env
+        | {"NOA_MASTER_KEY": MASTER, "NOA_DATABASE_URL": url, "NOA_WEBHOOK_SECRET": SECRET}
+    )
     yield server
     server.close()
 
@@ -202,7 +218,7 @@ def test_retries_end_dead_with_every_reason_then_a_redrive_completes(
         ({"endpoint": "/v1/chat/completions", "body": CHAT, "max_attempts": 0}, "max_attempts"),
         ({"endpoint": "/v1/chat/completions", "body": CHAT, "run_at": -5}, "run_at"),
         (
-            {"endpoint": "/v1/chat/completions", "body": CHAT, "callback_url": "http://127.0.0.1/"},
+            {"endpoint": "/v1/chat/completions", "body": CHAT, "callback_url": "http://10.1.2.3/"},
             "callback_url",
         ),
         ({"endpoint": "/v1/chat/completions", "body": CHAT, "surprise": 1}, "surprise"),
@@ -316,3 +332,44 @@ def test_a_restart_resumes_the_queued_jobs(
         assert [second.wait(i)["status"] for i in ids] == ["completed"] * 3
     finally:
         second.close()
+
+
+def test_a_finished_job_is_posted_signed_to_its_callback(noa: Noa) -> None:
+    got: list[tuple[bytes, dict[str, str]]] = []
+
+    async def hook(request: Request) -> Response:
+        got.append((await request.body(), dict(request.headers)))
+        return Response(status_code=204)
+
+    receiver = ServerThread(Starlette(routes=[Route("/hook", hook, methods=["POST"])])).start()
+    try:
+        answer = noa.call(
+            "POST",
+            "/v1/jobs",
+            json={
+                "endpoint": "/v1/embeddings",
+                "body": {"model": "gpt", "input": "w"},
+                "callback_url": f"{receiver.base_url}/hook",
+            },
+        )
+        assert answer.status_code == 202, answer.text
+        job = answer.json()
+        assert noa.wait(job["id"])["status"] == "completed"
+        deadline = time.monotonic() + 20
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(got) == 1
+        body, headers = got[0]
+        event = openai.OpenAI(api_key="x", webhook_secret=SECRET).webhooks.unwrap(body, headers)
+        payload = json.loads(body)
+        assert payload["type"] == "job.completed" and payload["data"]["id"] == job["id"]
+        assert event.id == headers["webhook-id"]
+        shown = noa.call("GET", f"/v1/jobs/{job['id']}").json()
+        while (
+            shown["webhook_deliveries"][0]["status"] != "delivered" and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+            shown = noa.call("GET", f"/v1/jobs/{job['id']}").json()
+        assert shown["webhook_deliveries"][0]["status"] == "delivered"
+    finally:
+        receiver.stop()

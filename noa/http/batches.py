@@ -85,8 +85,14 @@ def files_router(api: BatchesApi) -> APIRouter:
 
     async def create_file(request: Request) -> Response:
         who = caller(request)
-        form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
+        form = await request.form(max_files=2, max_fields=MAX_FORM_FIELDS)
         try:
+            if len(form.getlist("file")) > 1:  # checked here, whatever the parser let through
+                raise InvalidRequestError(
+                    "Only one 'file' part may be uploaded at a time",
+                    param="file",
+                    code="invalid_value",
+                )
             upload, purpose = form.get("file"), form.get("purpose")
             if not isinstance(upload, UploadFile):
                 raise InvalidRequestError(

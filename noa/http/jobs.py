@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field
 from noa.errors import ConflictError, InvalidRequestError, NotFoundError
 from noa.http.callers import Caller, caller, id_param, limit_param, page, require_admin
 from noa.http.render import NoaRoute, json_response
+from noa.jobs.client import wait_until_final
 from noa.jobs.executor import job_request
 from noa.jobs.model import MAX_ATTEMPTS, Job, JobSpec, JobStatus, Priority
 from noa.jobs.schedules import ScheduleStore
@@ -37,6 +38,7 @@ from noa.wire.validation import parse
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 MAX_METADATA_BYTES = 16 * 1024
 MAX_IDEMPOTENCY_KEY = 255
+MAX_WAIT_S = 60.0
 Endpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 Deliveries = Callable[[str, str], Awaitable[list[dict[str, Any]]]]
 
@@ -184,6 +186,24 @@ async def submit(
     return job, created
 
 
+def wait_param(request: Request) -> float:
+    """``?wait=`` seconds (0 to 60) a GET may hold until the job is final."""
+    value = request.query_params.get("wait")
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_WAIT_S:  # NaN fails this too
+        raise InvalidRequestError(
+            f"Invalid value for 'wait': seconds from 0 to {MAX_WAIT_S:g}",
+            param="wait",
+            code="invalid_value",
+        )
+    return seconds
+
+
 def _missing(job_id: str) -> NotFoundError:
     return NotFoundError(f"No job `{job_id}`", param="job_id", code="job_not_found")
 
@@ -216,7 +236,11 @@ def jobs_router(api: JobsApi) -> APIRouter:
 
     async def get_job(request: Request, job_id: str) -> Response:
         who = caller(request)
-        job = await store.get(id_param(job_id, "job_id"), who.scope)
+        wait = wait_param(request)
+        if wait:  # long poll: the job once it is final, or as it stands after `wait` seconds
+            job = await wait_until_final(store, id_param(job_id, "job_id"), who.scope, wait)
+        else:
+            job = await store.get(id_param(job_id, "job_id"), who.scope)
         if job is None:
             raise _missing(job_id)
         return json_response(await shown(job))

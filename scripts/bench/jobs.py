@@ -8,7 +8,8 @@ On NOA deployed with ``serve deploy`` (serve_config.yaml, master key, a bench AP
 limits far above the load) in front of the fast fake upstream on loopback:
 1. synchronous chat at 32 connections (wrk, one thread): req/s;
 2. one job at a time on the idle system, 30 times: the time from ``POST /v1/jobs`` to the
-   result being readable (the client polls every 2 ms), and the store's own created -> finished;
+   result in hand (a long poll, ``GET /v1/jobs/{id}?wait=30``), and the store's own created ->
+   finished;
 3. a ``--lines`` batch (official ``openai`` client: files.create, batches.create, retrieve until
    completed): lines/s from creation to completion, and its ratio to (1)'s req/s;
 4. a ``--file-mb`` batch file (lines padded to ~10 KB): the JobRunner replica's RSS sampled
@@ -98,9 +99,8 @@ def single_jobs(url: str, key: str, runs: int = 30) -> dict[str, float]:
             time.sleep(0.3)  # idle: the runner is waiting, not mid-burst
             started = time.perf_counter()
             job = http.post("/v1/jobs", json=body).json()
-            while job["status"] not in FINAL | {"dead"}:
-                time.sleep(0.002)
-                job = http.get(f"/v1/jobs/{job['id']}").json()
+            while job["status"] not in FINAL | {"dead"}:  # a long poll: no busy polling
+                job = http.get(f"/v1/jobs/{job['id']}", params={"wait": 30}).json()
             seen.append((time.perf_counter() - started) * 1000)
             stored.append((job["finished_at"] - job["created_at"]) * 1000)
     seen, stored = seen[3:], stored[3:]

@@ -231,6 +231,19 @@ def test_bad_jobs_are_400s_naming_the_field(noa: Noa, body: dict[str, Any], para
     assert noa.call("GET", "/v1/admin/jobs/stats").json()["by_status"]["queued"] == 0
 
 
+def test_a_long_poll_answers_once_the_job_is_final(noa: Noa) -> None:
+    body = {"endpoint": "/v1/embeddings", "body": {"model": "gpt", "input": "poll"}}
+    job = noa.call("POST", "/v1/jobs", json=body).json()
+    done = noa.call("GET", f"/v1/jobs/{job['id']}?wait=20").json()
+    assert done["status"] == "completed"
+    later = {**body, "run_at": time.time() + 3600}
+    queued = noa.call("POST", "/v1/jobs", json=later).json()
+    assert noa.call("GET", f"/v1/jobs/{queued['id']}?wait=0.2").json()["status"] == "queued"
+    for bad in ("-1", "61", "nan", "soon"):
+        answer = noa.call("GET", f"/v1/jobs/{queued['id']}?wait={bad}")
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == "wait"
+
+
 def test_job_routes_need_a_key_and_refuse_bad_ids(noa: Noa) -> None:
     assert httpx.get(noa.url + "/v1/jobs").status_code == 401
     assert noa.call("GET", "/v1/jobs/job_missing").status_code == 404

@@ -118,6 +118,12 @@ class Gateway:
     ) -> None:
         await self.limits.adjust(tokens, dollars)
 
+    async def limiter_admit_many(self, calls: list[Any]) -> list[dict[str, Any]]:
+        return await self.limits.admit_many(calls)
+
+    async def limiter_adjust_many(self, calls: list[Any]) -> list[None]:
+        return await self.limits.adjust_many(calls)
+
     async def limiter_revoke(self, principal: str) -> None:
         await self.limits.revoke(principal)
 

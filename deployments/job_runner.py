@@ -1,6 +1,8 @@
-"""The JobRunner: claims due jobs from the SQL store and runs them through the Router
-deployment's handle (so a batch of ten thousand lines fans out over the Router's and the
-providers' replicas), with the same keys, limits, budgets, cache and usage as a Gateway.
+"""The JobRunner: claims due jobs from the SQL store and runs them as a Gateway runs a request
+(the same keys, limits, budgets, cache and usage; routed in the replica with ``hot_path:
+inline``, by the Router deployment with ``hot_path: router``; local models on the LlamaCpp
+replicas), so a batch of ten thousand lines fans out over the runner's replicas, the providers
+and the LlamaCpp replicas.
 
 Each replica is one runner (its own lease owner); several never run one job at once (leases and
 fencing tokens, ``noa/jobs/store.py``). A replica also fires due schedules, advances batches,
@@ -47,7 +49,6 @@ class JobRunner:
             cache,
             limiter,
             replica,
-            via_router=True,
             limiter_prefix=prefix,
         )
         self.jobs = jobs_build.runner(self.parts)

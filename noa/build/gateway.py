@@ -178,21 +178,18 @@ def served(
     cache: Any,
     limiter: Any | None,
     replica: str,
-    via_router: bool = False,
     limiter_prefix: str = "",
 ) -> GatewayParts:
     """A Gateway replica in the Serve app, its collaborators behind the deployments'
-    handles; this process's logging, tracing and error reporting set up first.
-    ``via_router``: every request through the Router deployment whatever the ``hot_path``
-    (the JobRunner's: jobs fan out over the Router's replicas)."""
+    handles; this process's logging, tracing and error reporting set up first. Requests are
+    routed here (``hot_path: inline``) or by the Router deployment (``hot_path: router``);
+    ``limiter_prefix``: the limiter's handle methods' (a Gateway's ``limiter_``)."""
     configure_logging()
     tracing = tracing_setup.from_environment()  # off unless an OTLP endpoint is configured
     init_error_reporting()  # Sentry, when SENTRY_DSN is set
     placement = Placement(
         local=remote_local(local),
-        router=(
-            RemoteRouter(router) if via_router or config.deployment.hot_path == "router" else None
-        ),
+        router=RemoteRouter(router) if config.deployment.hot_path == "router" else None,
         health=RemoteHealth(health),
         shared_tier=RemoteTier(cache),
         shared_limiter=RemoteLimiter(limiter, limiter_prefix) if limiter is not None else None,

@@ -197,8 +197,8 @@ def runner(
     clock: Clock = time.time,
     environ: Environ | None = None,
 ) -> JobParts:
-    """The job system of a runner replica over ``parts`` (the Router behind a handle when
-    served: jobs fan out over the Router's replicas): the runner, and a tick that fires due
+    """The job system of a runner replica over ``parts`` (routed as its Gateways route:
+    ``deployment.hot_path``): the runner, and a tick that fires due
     schedules, advances batches, sends due webhooks and measures the queues."""
     cfg = parts.config.jobs
     owner = owner or owner_name(parts.placement.replica)

@@ -198,10 +198,12 @@ def served(
     return gateway(config, placement, tracing=tracing)
 
 
-def inprocess(config: NoaConfig, environ: Environ | None = None) -> GatewayParts:
+def inprocess(
+    config: NoaConfig, environ: Environ | None = None, tracing: Tracing | None = None
+) -> GatewayParts:
     """Everything in this process (llama.cpp included, nothing shared): for tests and tools,
     not for serving. ``parts.app()`` serves it."""
-    return gateway(config, Placement(local=inprocess_local(config)), environ)
+    return gateway(config, Placement(local=inprocess_local(config)), environ, tracing=tracing)
 
 
 def inprocess_service(config: NoaConfig, environ: Environ | None = None) -> NoaService:

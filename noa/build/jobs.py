@@ -52,7 +52,9 @@ DRAIN_S = 15.0  # how long a stopping runner lets its running jobs finish
 
 
 def stores(parts: GatewayParts, clock: Clock = time.time) -> tuple[JobStore, ScheduleStore]:
-    store = JobStore(parts.db, clock)
+    """The job and schedule stores; each job made final here is counted in this replica's
+    metrics (``noa_jobs_total``, latencies), whoever ends it (a runner, a cancel, a lost lease)."""
+    store = JobStore(parts.db, clock, on_final=JobMetrics(parts.metrics).finished)
     return store, ScheduleStore(parts.db, clock, jobs=store)
 
 
@@ -204,11 +206,9 @@ def runner(
     owner = owner or owner_name(parts.placement.replica)
     store, schedules = stores(parts, clock)
     metrics = JobMetrics(parts.metrics)
-
-    async def finished(job: Job) -> None:
-        metrics.finished(job)
-
-    execute = JobExecutor(parts.service, KeyPrincipals(parts.access.keys, parts.access.teams))
+    execute = JobExecutor(
+        parts.service, KeyPrincipals(parts.access.keys, parts.access.teams), parts.tracing
+    )
     job_runner = JobRunner(
         store,
         execute,
@@ -221,7 +221,6 @@ def runner(
         base_backoff_s=cfg.base_backoff_s,
         cap_backoff_s=cfg.cap_backoff_s,
         poll_s=cfg.poll_s,
-        on_finished=finished,
     )
     jobs = JobParts(cfg, store, schedules, job_runner)
     files = FileStore(parts.db, clock)

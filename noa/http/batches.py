@@ -32,6 +32,7 @@ from noa.http.render import NoaRoute, json_response
 from noa.jobs.batches import BatchStore
 from noa.jobs.files import FileStore
 from noa.jobs.webhook_targets import Resolver, WebhookTargetError, check_target, system_resolver
+from noa.observability.tracing import current_traceparent
 from noa.wire.json_bounds import BoundedJson
 
 READ_BYTES = 256 * 1024
@@ -201,6 +202,7 @@ def batches_router(api: BatchesApi) -> APIRouter:
             metadata=body.metadata,
             callback_url=await checked_callback(body.callback_url),
             scope=who.scope,
+            traceparent=current_traceparent(),
         )
         api.notify()
         return json_response(created.public())

@@ -31,6 +31,7 @@ from noa.jobs.model import MAX_ATTEMPTS, Job, JobSpec, JobStatus, Priority
 from noa.jobs.schedules import ScheduleStore
 from noa.jobs.store import JobStore
 from noa.jobs.webhook_targets import Resolver, WebhookTargetError, check_target, system_resolver
+from noa.observability.tracing import current_traceparent
 from noa.wire.fields import storable
 from noa.wire.json_bounds import BoundedJson
 from noa.wire.validation import parse
@@ -173,6 +174,7 @@ async def submit(
         key_id=who.key_id,
         team=who.team,
         idempotency_key=idempotency,
+        traceparent=current_traceparent(),
     )
     job, created = await api.store.submit(spec)
     if created:

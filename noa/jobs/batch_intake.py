@@ -144,4 +144,5 @@ class Intake:
             team=b.team,
             idempotency_key=f"{b.id}:{line.line}",
             parent_id=b.id,
+            traceparent=b.traceparent,
         )

@@ -72,6 +72,7 @@ COLUMNS = (
     "lease_owner",
     "lease_expires_at",
     "token",
+    "traceparent",
     *TIMES,
     "updated_at",
 )
@@ -104,6 +105,7 @@ class Batch:
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     token: int = 0
+    traceparent: str | None = None  # the creating request's span (W3C), when traced
     in_progress_at: float | None = None
     finalizing_at: float | None = None
     completed_at: float | None = None
@@ -215,6 +217,7 @@ UPDATE noa_jobs SET
     status = 'cancelled', finished_at = $1, lease_owner = NULL, lease_expires_at = NULL,
     updated_at = $1
 WHERE parent_id = $2 AND status IN {statuses}
+RETURNING {cols}
 """
 CANCEL = """
 UPDATE noa_batches SET status = 'cancelling', cancelling_at = $1, updated_at = $1

@@ -33,11 +33,12 @@ from typing import Any
 from noa.errors import ConflictError, InvalidRequestError, NotFoundError
 from noa.jobs import batch_output as output
 from noa.jobs import batch_sql as sql
+from noa.jobs import job_sql
 from noa.jobs.batch_intake import Intake
 from noa.jobs.batch_sql import Batch, BatchStatus, LeaseLost
 from noa.jobs.files import FileObject, FileStore
 from noa.jobs.job_sql import locked
-from noa.jobs.model import ENDPOINTS, JobStatus, dumps
+from noa.jobs.model import ENDPOINTS, Job, JobStatus, dumps
 from noa.jobs.store import JobStore
 from noa.jobs.webhook_outbox import enqueue
 from noa.storage.db import Database
@@ -113,6 +114,7 @@ class BatchStore:
         metadata: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         scope: str | None = None,
+        traceparent: str | None = None,
     ) -> Batch:
         """A new ``validating`` batch of ``key_id``'s over the input file (``scope``'s, when
         given: a key's own file): a 400 for a bad endpoint, window, metadata or file purpose,
@@ -143,6 +145,7 @@ class BatchStore:
             updated_at=now,
             metadata=kept,
             callback_url=callback_url,
+            traceparent=traceparent,
         )
         await self.db.execute(sql.INSERT, *sql.values(b))
         return b
@@ -174,11 +177,13 @@ class BatchStore:
             return current
         now = self.clock()
         async with self.db.transaction() as tx:
+            ended: builtins.list[Job] = []
             if await tx.fetchrow(sql.CANCEL, now, batch_id) is not None:
-                await self._cancel_children(tx, batch_id, "('queued')", now)
+                ended = await self._cancel_children(tx, batch_id, "('queued')", now)
                 cancelled = True
             else:
                 cancelled = False
+        self.jobs.announce(ended)
         after = await self.get(batch_id, key_id)
         if not cancelled and after is not None and after.status != BatchStatus.CANCELLING:
             raise ConflictError(
@@ -237,7 +242,8 @@ class BatchStore:
             return await self._end(b, BatchStatus.COMPLETED, lease_s)
         if b.status == BatchStatus.CANCELLING:
             async with self.db.transaction() as tx:  # retried or recovered jobs since
-                await self._cancel_children(tx, b.id, "('queued')", now)
+                since = await self._cancel_children(tx, b.id, "('queued')", now)
+            self.jobs.announce(since)
         if await self._unfinished(b.id):
             await self.db.execute(sql.RELEASE, b.id, b.token)
             return False
@@ -248,10 +254,15 @@ class BatchStore:
         by_status = {r["status"]: int(r["n"]) for r in await self.db.fetch(sql.CHILDREN, batch_id)}
         return by_status.get("queued", 0) + by_status.get("running", 0)
 
-    async def _cancel_children(self, tx: Database, batch_id: str, which: str, now: float) -> None:
+    async def _cancel_children(
+        self, tx: Database, batch_id: str, which: str, now: float
+    ) -> builtins.list[Job]:
+        """The batch's jobs of those statuses cancelled: those jobs (to ``announce`` once the
+        transaction committed)."""
         if "running" in which:
             await tx.execute(sql.END_ATTEMPTS, now, batch_id)
-        await tx.execute(sql.CANCEL_CHILDREN.replace("{statuses}", which), now, batch_id)
+        query = sql.CANCEL_CHILDREN.replace("{statuses}", which).replace("{cols}", job_sql.COLS)
+        return [job_sql.job(r) for r in await tx.fetch(query, now, batch_id)]
 
     # -- validating --------------------------------------------------------------------------
 
@@ -307,7 +318,8 @@ class BatchStore:
             b = await self._move(b, BatchStatus.FINALIZING, finalizing_at=now)
         if ended == BatchStatus.EXPIRED:
             async with self.db.transaction() as tx:
-                await self._cancel_children(tx, b.id, UNFINISHED, now)
+                expired = await self._cancel_children(tx, b.id, UNFINISHED, now)
+            self.jobs.announce(expired)
 
         async def extend() -> None:
             at = self.clock() + lease_s

@@ -5,6 +5,8 @@ the operation, its ``body`` is validated exactly as the HTTP API validates it, a
 comes from ``NoaService.answer`` as the submitting key (``principals(job.key_id)``): the same
 routing, fallback, cache, limits, budget and usage records, so a job is billed to the key that
 submitted it. A key revoked or expired since then is a 401 (the job fails, it is not retried).
+Each run is traced (``Tracing.job``: a child of the submitting request's span) and carries the
+job's id as its correlation id (its log lines and usage records).
 
 ``KeyPrincipals`` reads a key and its team from the stores, briefly cached (a batch of ten
 thousand lines is one key), on an injected clock.
@@ -17,10 +19,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from noa import context
 from noa.access.identity import MASTER, Principal, key_principal
 from noa.access.keys import KeyStore, TeamStore
 from noa.errors import AuthenticationError, InvalidRequestError, NoaError
 from noa.jobs.model import MASTER_KEY_ID, Job
+from noa.observability.tracing import Tracing, record_error
 from noa.routing.results import PrimedStream, Routed
 from noa.wire.operations import Operation, streamed, validated
 
@@ -76,8 +80,31 @@ def job_request(endpoint: str, body: Any, param: str = "body") -> tuple[Operatio
 class JobExecutor:
     service: Answers
     principals: Principals
+    tracing: Tracing = field(default_factory=Tracing)
 
     async def __call__(self, job: Job) -> Body:
+        context.correlation_id_var.set(job.id)  # the job's own task: nothing else sees it
+        if not self.tracing.enabled:
+            return await self._run(job)
+        with self.tracing.job(
+            f"job {job.endpoint}",
+            job.traceparent,
+            link=job.parent_id is not None,
+            **{
+                "noa.job.id": job.id,
+                "noa.job.attempt": job.attempts,
+                "noa.job.priority": job.priority.name.lower(),
+                "noa.batch.id": job.parent_id,
+                "noa.schedule.id": job.schedule_id,
+            },
+        ) as span:
+            try:
+                return await self._run(job)
+            except BaseException as e:
+                record_error(span, e)
+                raise
+
+    async def _run(self, job: Job) -> Body:
         operation, request = job_request(job.endpoint, dict(job.body))
         principal = await self.principals(job.key_id)
         result = await self.service.answer(operation, request, principal=principal)

@@ -41,6 +41,7 @@ COLUMNS = (
     "parent_id",
     "schedule_id",
     "due_at",
+    "traceparent",
 )
 COLS = ", ".join(COLUMNS)
 PG_LOCK = " FOR UPDATE SKIP LOCKED"
@@ -203,6 +204,7 @@ def job(row: Row) -> Job:
         parent_id=row["parent_id"],
         schedule_id=row["schedule_id"],
         due_at=row["due_at"],
+        traceparent=row["traceparent"],
     )
 
 

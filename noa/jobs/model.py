@@ -93,6 +93,7 @@ class JobSpec:
     parent_id: str | None = None
     schedule_id: str | None = None
     due_at: float | None = None
+    traceparent: str | None = None  # the submitting request's span (W3C), when traced
 
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINTS:
@@ -146,6 +147,7 @@ class Job:
     parent_id: str | None = None
     schedule_id: str | None = None
     due_at: float | None = None
+    traceparent: str | None = None
 
     def public(self) -> dict[str, Any]:
         """What the job API returns."""

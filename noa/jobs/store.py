@@ -10,11 +10,16 @@ a new token, and the old runner's writes are refused: a job's result is stored o
 
 Several runner processes may claim from one database: on PostgreSQL the rows are taken
 ``FOR UPDATE SKIP LOCKED``, on SQLite the claim holds the write lock (``BEGIN IMMEDIATE``).
+
+``on_final`` hears of every job this store makes final, once its transaction committed: settled
+by a runner, cancelled, dead on a lost last lease, a batch's jobs cancelled (``announce``): the
+job metrics count them there, whichever replica made them final.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -34,10 +39,12 @@ from noa.jobs.model import (
 from noa.jobs.webhook_outbox import enqueue_job
 from noa.storage.db import Database
 
+logger = logging.getLogger("noa.jobs.store")
 Clock = Callable[[], float]
+FinalHook = Callable[[Job], None]
 ErrorLike = Mapping[str, Any] | str
 LEASE_EXPIRED = error_body("lease expired", code="lease_expired")
-SUBMIT_ROWS = 400  # rows per INSERT of submit_many: 400 x 25 parameters, under every limit
+SUBMIT_ROWS = 400  # rows per INSERT of submit_many: 400 x 26 parameters, under every limit
 
 
 def new_job_id() -> str:
@@ -48,9 +55,22 @@ class JobStore:
     """Submit, read, list and cancel jobs; claim them, keep and end the claims (fenced by
     token); attempts, redrive and queue depth."""
 
-    def __init__(self, db: Database, clock: Clock = time.time) -> None:
+    def __init__(
+        self, db: Database, clock: Clock = time.time, on_final: FinalHook | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.on_final = on_final
+
+    def announce(self, jobs: builtins.list[Job]) -> None:
+        """Tell ``on_final`` of jobs made final (committed already); its errors are logged."""
+        if self.on_final is None:
+            return
+        for job in jobs:
+            try:
+                self.on_final(job)
+            except Exception:
+                logger.exception("job %s: the on_final hook failed", job.id)
 
     # -- submitting and reading --------------------------------------------------------------
 
@@ -78,6 +98,7 @@ class JobStore:
             parent_id=spec.parent_id,
             schedule_id=spec.schedule_id,
             due_at=spec.due_at,
+            traceparent=spec.traceparent,
         )
         row = await self.db.fetchrow(sql.INSERT, *_values(job))
         if row is not None:
@@ -154,13 +175,16 @@ class JobStore:
         scope = "" if key_id is None else " AND key_id = $3"
         args: tuple[Any, ...] = () if key_id is None else (key_id,)
         now = self.clock()
+        ended: builtins.list[Job] = []
         async with self.db.transaction() as tx:
             row = await tx.fetchrow(sql.CANCEL.replace("{scope}", scope), now, job_id, *args)
             if row is not None:
                 await tx.execute(sql.FINISH_ATTEMPT, now, "cancelled", None, job_id, row["token"])
                 cancelled = await tx.fetchrow(sql.BY_ID, job_id)
                 if cancelled is not None:
-                    await enqueue_job(tx, sql.job(cancelled), now)
+                    ended.append(sql.job(cancelled))
+                    await enqueue_job(tx, ended[-1], now)
+        self.announce(ended)
         return await self.get(job_id, key_id)
 
     # -- claiming and ending claims ----------------------------------------------------------
@@ -173,23 +197,27 @@ class JobStore:
         (or dead, when that was their last attempt)."""
         now = self.clock() if now is None else now
         async with self.db.transaction() as tx:
-            await self._recover(tx, now)
-            if limit <= 0:
-                return []
-            rows = await tx.fetch(
-                sql.locked(sql.CLAIM, tx.dialect), now, limit, owner, now + lease_s
-            )
-            jobs = sorted(
-                (sql.job(r) for r in rows), key=lambda j: (j.priority, j.run_at, j.created_at, j.id)
-            )
-            if jobs:
-                await tx.executemany(
-                    sql.ATTEMPT, [(j.id, j.token, j.token, owner, now) for j in jobs]
-                )
+            dead = await self._recover(tx, now)
+            claims = await self._claim(tx, owner, lease_s, limit, now)
+        self.announce(dead)  # committed
+        return claims
+
+    async def _claim(
+        self, tx: Database, owner: str, lease_s: float, limit: int, now: float
+    ) -> builtins.list[Claim]:
+        if limit <= 0:
+            return []
+        rows = await tx.fetch(sql.locked(sql.CLAIM, tx.dialect), now, limit, owner, now + lease_s)
+        jobs = sorted(
+            (sql.job(r) for r in rows), key=lambda j: (j.priority, j.run_at, j.created_at, j.id)
+        )
+        if jobs:
+            await tx.executemany(sql.ATTEMPT, [(j.id, j.token, j.token, owner, now) for j in jobs])
         return [Claim(j, j.token) for j in jobs]
 
-    async def _recover(self, tx: Database, now: float) -> None:
-        """Expired leases: the jobs back in the queue (or dead), their attempts ended."""
+    async def _recover(self, tx: Database, now: float) -> builtins.list[Job]:
+        """Expired leases: the jobs back in the queue (or dead: those returned), their
+        attempts ended."""
         reason = dumps(LEASE_EXPIRED)
         lost = await tx.fetch(sql.locked(sql.RECOVER, tx.dialect), now, reason)
         if lost:
@@ -197,11 +225,14 @@ class JobStore:
                 sql.FINISH_ATTEMPT,
                 [(now, "lease_expired", reason, r["id"], r["token"]) for r in lost],
             )
+        dead: builtins.list[Job] = []
         for r in lost:  # dead on its last attempt's lost lease: its webhook, as _settle's
             if r["status"] == JobStatus.DEAD.value:
-                dead = await tx.fetchrow(sql.BY_ID, r["id"])
-                if dead is not None:
-                    await enqueue_job(tx, sql.job(dead), now)
+                row = await tx.fetchrow(sql.BY_ID, r["id"])
+                if row is not None:
+                    dead.append(sql.job(row))
+                    await enqueue_job(tx, dead[-1], now)
+        return dead
 
     async def heartbeat(self, job_id: str, token: int, lease_s: float) -> bool:
         """Extend the lease by ``lease_s`` from now; False when ``token`` is no longer the job's
@@ -274,8 +305,11 @@ class JobStore:
             if row is None:
                 return False
             await tx.execute(sql.FINISH_ATTEMPT, now, outcome, error_json, job_id, token)
-            if status.final:
-                await enqueue_job(tx, sql.job(row), now)
+            final = sql.job(row) if status.final else None
+            if final is not None:
+                await enqueue_job(tx, final, now)
+        if final is not None:
+            self.announce([final])
         return True
 
     # -- history, redrive, metrics ------------------------------------------------------------
@@ -348,4 +382,5 @@ def _new_job(spec: JobSpec, now: float) -> Job:
         parent_id=spec.parent_id,
         schedule_id=spec.schedule_id,
         due_at=spec.due_at,
+        traceparent=spec.traceparent,
     )

@@ -9,6 +9,11 @@ W3C trace id is, so the root span takes it as its trace id and a trace is found 
 backend by the id in the response header, the error body and the log line. A request that comes
 with a ``traceparent`` joins its caller's trace instead (the correlation id is then recorded as
 the ``noa.correlation_id`` attribute of the root span).
+
+A job is traced where it runs: each attempt is a consumer span, the child of the span of the
+request that submitted it (``current_traceparent()`` is stored with the job), so the job shows in
+that request's trace; a batch's lines link to the batch's request instead (ten thousand children
+would drown its trace), and a schedule's jobs start traces of their own.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
+    Link,
     NonRecordingSpan,
     Span,
     SpanContext,
@@ -73,6 +80,51 @@ class Tracing:
                 if value is not None:
                     span.set_attribute(key, value)
             yield span
+
+    @contextlib.contextmanager
+    def job(
+        self, name: str, traceparent: str | None, *, link: bool = False, **attributes: Any
+    ) -> Iterator[Span | None]:
+        """The span of one run of a job: a child of ``traceparent`` (the submitting request's
+        span), or with ``link`` a root linked to it; a root of its own without one."""
+        if self._tracer is None:
+            yield None
+            return
+        remote = span_context(traceparent)
+        links = [Link(remote)] if remote is not None and link else None
+        parent = (
+            trace.set_span_in_context(NonRecordingSpan(remote))
+            if remote is not None and not link
+            else otel_context.Context()  # not whatever happens to be current
+        )
+        with self._tracer.start_as_current_span(
+            name, context=parent, kind=SpanKind.CONSUMER, links=links
+        ) as span:
+            for key, value in attributes.items():
+                if value is not None:
+                    span.set_attribute(key, value)
+            yield span
+
+
+def current_traceparent() -> str | None:
+    """The current span as a W3C ``traceparent`` (None when nothing is traced here)."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def span_context(traceparent: str | None) -> SpanContext | None:
+    """The remote span a W3C ``traceparent`` names; None for none or a malformed one."""
+    match = _TRACEPARENT.fullmatch(traceparent.strip().lower()) if traceparent else None
+    if match is None or not int(match.group(1), 16) or not int(match.group(2), 16):
+        return None
+    return SpanContext(
+        int(match.group(1), 16),
+        int(match.group(2), 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(match.group(3), 16) & 1),
+    )
 
 
 def _parent(correlation_id: str, traceparent: str | None) -> NonRecordingSpan:

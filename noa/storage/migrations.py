@@ -119,6 +119,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "job schedules", SCHEDULE_TABLES),
     Migration(6, "files and batches", BATCH_TABLES),
     Migration(7, "webhook deliveries", WEBHOOK_TABLES),
+    Migration(
+        8,
+        "the span that submitted a job or created a batch",
+        (  # W3C traceparent: a job's span joins (a batch line's: links to) the request's trace
+            "ALTER TABLE noa_jobs ADD COLUMN traceparent TEXT",
+            "ALTER TABLE noa_batches ADD COLUMN traceparent TEXT",
+        ),
+    ),
 )
 
 

@@ -393,6 +393,8 @@ async def test_a_killed_advance_resumes_without_duplicates(db: Database) -> None
 
 async def test_cancel_stops_queued_jobs_and_keeps_what_finished(db: Database) -> None:
     rig = Rig(db)
+    ended: list[Job] = []
+    rig.jobs.on_final = ended.append  # every job made final is heard of once
     batch_id = await rig.batch(jsonl([request(f"r{i}", str(i)) for i in range(4)]))
     await rig.batches.advance("advancer")
     claims = await rig.jobs.claim("runner", 30.0, limit=2)
@@ -412,6 +414,13 @@ async def test_cancel_stops_queued_jobs_and_keeps_what_finished(db: Database) ->
     assert done is not None and done.status == BatchStatus.CANCELLED
     assert done.public()["cancelling_at"] == done.public()["cancelled_at"] == int(T0)
     assert done.public()["request_counts"] == {"total": 4, "completed": 1, "failed": 3}
+    assert sorted(j.status.value for j in ended) == [
+        "cancelled",
+        "cancelled",
+        "completed",
+        "failed",
+    ]
+    assert len({j.id for j in ended}) == 4
     assert len(await rig.read(done.output_file_id)) == 1
     errors = await rig.read(done.error_file_id)
     failed_id = claims[1].job.metadata["custom_id"]

@@ -15,8 +15,9 @@ Jobs submitted over the handle belong to the master key unless ``api_key`` is gi
 are that key's: its limits, budget and usage). ``wait`` polls on the server (``wait_job``), so a
 long wait costs one handle call per ``poll_s``-capped step, not one per poll.
 
-``wait_until_final`` is the server side: it reads the store with a growing pause (5 ms at first,
-for the idle system's tens of milliseconds; at most ``poll_s``) on an injected clock and sleep.
+``wait_until_final`` is the server side: it reads the store with a pause that grows with the time
+waited (2 ms at first, for the idle system's tens of milliseconds; a fifth of the wait so far; at
+most ``poll_s``) on an injected clock and sleep.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from noa.jobs.store import JobStore
 Body = dict[str, Any]
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-FIRST_PAUSE_S = 0.005
+FIRST_PAUSE_S = 0.002
+PAUSE_SHARE = 0.2
 
 
 class JobFailed(Exception):
@@ -54,18 +56,21 @@ async def wait_until_final(
     sleep: Sleep = asyncio.sleep,
 ) -> Job | None:
     """The job once it is final, or as it stands when ``timeout_s`` passed; None when there is
-    no such job (of ``key_id``, when given)."""
-    deadline = clock() + max(0.0, timeout_s)
-    pause = FIRST_PAUSE_S
+    no such job (of ``key_id``, when given). The store is read again after a pause of a fifth
+    of the time waited so far (at least ``FIRST_PAUSE_S``, at most ``poll_s``): a job that
+    ends is seen at most ~20% late, in a few dozen reads over a minute."""
+    started = clock()
+    deadline = started + max(0.0, timeout_s)
     while True:
         job = await store.get(job_id, key_id)
         if job is None or job.status.final:
             return job
-        left = deadline - clock()
+        now = clock()
+        left = deadline - now
         if left <= 0:
             return job
+        pause = min(poll_s, max(FIRST_PAUSE_S, (now - started) * PAUSE_SHARE))
         await sleep(min(pause, left))
-        pause = min(pause * 2, poll_s)
 
 
 class JobClient:

@@ -108,21 +108,8 @@ class Gateway:
 
     # -- the JobRunner's limits (one Gateway, no Redis: this replica's limiter decides) ---------
 
-    async def limiter_admit(
-        self, takes: list[Any], reserves: list[Any], principal: str | None
-    ) -> dict[str, Any]:
-        return await self.limits.admit(takes, reserves, principal)
-
-    async def limiter_adjust(
-        self, tokens: dict[str, tuple[float, float]], dollars: dict[str, float]
-    ) -> None:
-        await self.limits.adjust(tokens, dollars)
-
-    async def limiter_admit_many(self, calls: list[Any]) -> list[dict[str, Any]]:
-        return await self.limits.admit_many(calls)
-
-    async def limiter_adjust_many(self, calls: list[Any]) -> list[None]:
-        return await self.limits.adjust_many(calls)
+    async def limiter_apply_many(self, ops: list[Any]) -> list[dict[str, Any] | None]:
+        return await self.limits.apply_many(ops)
 
     async def limiter_revoke(self, principal: str) -> None:
         await self.limits.revoke(principal)

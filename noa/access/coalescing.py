@@ -35,11 +35,16 @@ class Coalescer(Generic[A, R]):
         self._sender: asyncio.Task[None] | None = None
 
     async def __call__(self, arg: A) -> R:
+        return await self.submit(arg)
+
+    def submit(self, arg: A) -> asyncio.Future[R]:
+        """Queue ``arg`` now (calls leave in the order they were submitted): its answer's
+        future, for a caller that need not wait for it."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((arg, future))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._drain(), name="coalesced calls")
-        return await future
+        return future
 
     async def _drain(self) -> None:
         while self._waiting:

@@ -1,5 +1,6 @@
 """Coalesced calls: one batch in flight, the calls made meanwhile sent together next, each with
-its own answer or its batch's error; and the remote limiter over it, exact under concurrency."""
+its own answer or its batch's error; and the remote limiter over it, exact under concurrency,
+its adjustments not waited for yet ordered before later admits."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ class Method:
 class Handle:
     def __init__(self, endpoint: LimiterEndpoint, prefix: str = "") -> None:
         self.hops: list[str] = []
-        for name in ("admit_many", "adjust_many", "revoke"):
+        for name in ("apply_many", "revoke"):
             setattr(self, prefix + name, Method(getattr(endpoint, name), self.hops, name))
 
 
@@ -114,8 +115,24 @@ async def test_the_remote_limiter_is_exact_under_concurrency_in_few_hops() -> No
     assert sum(d.allowed for d in decisions) == 50  # exactly the limit, no more
     assert all(d.reason == "rpm" for d in decisions if not d.allowed)
     assert len(handle.hops) < 10  # 80 decisions, a few hops
-    await asyncio.gather(*(limiter.adjust({"tpm:key:k": (100, 10)}, {}) for _ in range(5)))
-    assert handle.hops.count("adjust_many") <= 2
     await limiter.revoke("k")
     refused = await limiter.admit([Take("rpm:key:other", 50, 1)], [], "k")
     assert not refused.allowed and refused.reason == "revoked"
+
+
+async def test_an_adjust_is_not_waited_for_yet_comes_before_a_later_admit() -> None:
+    handle = Handle(LimiterEndpoint(), prefix="limiter_")
+    limiter = RemoteLimiter(handle, "limiter_")
+    tpm = Take("tpm:key:k", 1000, 1000)
+    assert (await limiter.admit([tpm], [], "k")).allowed  # the whole minute reserved
+    hops = len(handle.hops)
+    await limiter.adjust({"tpm:key:k": (1000, -600)}, {})  # 600 of them refunded
+    assert len(handle.hops) == hops  # returned before its hop
+    again = await limiter.admit([Take("tpm:key:k", 1000, 500)], [], "k")
+    assert again.allowed  # the refund was applied first
+    assert (await limiter.admit([Take("tpm:key:k", 1000, 500)], [], "k")).reason == "tpm"
+
+
+async def test_an_unknown_op_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown limiter op"):
+        await LimiterEndpoint().apply_many([("spend", 1)])

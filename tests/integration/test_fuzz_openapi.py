@@ -2,8 +2,9 @@
 or left hanging, and what the fuzzer stored leaves the API working.
 
 A whole Gateway (keys, limits and the cache on the suite's Redis, usage, probes, metrics, the
-dashboard) is served on loopback in front of the fake upstream, with a master key, over SQLite
-and over PostgreSQL. The first run is the audit's command (``-c not_a_server_error --phases
+dashboard, the job, schedule, file and batch APIs with a runner executing what is submitted)
+is served on loopback in front of the fake upstream, with a master key, over SQLite and over
+PostgreSQL. The first run is the audit's command (``-c not_a_server_error --phases
 examples,coverage,fuzzing``) over every route; the second sends valid bodies only (``--mode
 positive``) to the inference routes, so that fuzzed requests go all the way through admission,
 the cache, routing and the translation to each provider. Both are seeded; the first is
@@ -28,9 +29,11 @@ import redis
 from databases import fresh_database_url
 
 from noa.build import gateway
+from noa.build import jobs as jobs_build
 from noa.build.gateway import GatewayParts, Placement
 from noa.build.health import health_parts
 from noa.config import parse_config
+from noa.jobs.webhook_signing import WebhookSecret
 from noa.routing.health_center import HealthCenter
 from noa.testing.fake_upstream import FakeUpstream
 from noa.testing.server import ServerThread
@@ -38,7 +41,7 @@ from noa.testing.server import ServerThread
 MASTER = "sk-fuzz-master"
 REDIS_DB = 9
 MODELS = ("gpt", "claude", "embed")
-ALL_ROUTES_S = 60
+ALL_ROUTES_S = 90
 INFERENCE_EXAMPLES = 100  # a count, not a time: which requests are sent must not hang on speed
 INFERENCE = "^/(v1/(chat/)?completions|v1/embeddings|api/v1/inference/)"
 SUPPORT = Path(__file__).parents[1] / "support"
@@ -94,19 +97,25 @@ def noa(
         "NOA_MASTER_KEY": MASTER,
         "NOA_DATABASE_URL": database,
         "NOA_REDIS_URL": own_redis_db(),
+        "NOA_WEBHOOK_SECRET": str(WebhookSecret.generate()),  # callback_url is accepted
     }
     config = parse_config(CONFIG)
     later = Later()
     server = ServerThread(later).start()
 
-    async def build() -> tuple[GatewayParts, HealthCenter]:
+    async def build() -> tuple[GatewayParts, HealthCenter, jobs_build.JobParts]:
         center = HealthCenter(health_parts(config, {}, env))
         placement = Placement(local={}, health=center, replica="r1")
-        return gateway.gateway(config, placement, env), center
+        parts = gateway.gateway(config, placement, env)
+        runner = jobs_build.runner(parts, owner="fuzz-runner", environ=env)
+        parts.jobs = jobs_build.api(parts, notify=runner.notify, environ=env)
+        runner.start()
+        return parts, center, runner
 
-    parts, center = server.run(build())
+    parts, center, runner = server.run(build())
     later.app = parts.app()
     yield Served(server.base_url, fake)
+    server.run(runner.aclose())
     server.run(parts.aclose())
     server.run(center.aclose())
     server.stop()
@@ -172,7 +181,14 @@ def still_working(noa: Served) -> None:
     """Whatever the fuzzer stored on the way, the API still answers."""
     auth = {"authorization": f"Bearer {MASTER}"}
     with httpx.Client(base_url=noa.url, headers=auth, timeout=30) as http:
-        for path in ("/v1/admin/keys", "/v1/admin/teams", "/v1/admin/usage", "/v1/models"):
+        for path in (
+            "/v1/admin/keys", "/v1/admin/teams", "/v1/admin/usage", "/v1/models", "/v1/jobs",
+            "/v1/admin/jobs", "/v1/admin/schedules", "/v1/files", "/v1/batches",
+        ):  # fmt: skip
             assert http.get(path).status_code == 200, path
         chat = {"model": "gpt", "messages": [{"role": "user", "content": "still there?"}]}
         assert http.post("/v1/chat/completions", json=chat).status_code == 200
+        job = http.post("/v1/jobs", json={"endpoint": "/v1/chat/completions", "body": chat})
+        assert job.status_code == 202, job.text
+        done = http.get(f"/v1/jobs/{job.json()['id']}", params={"wait": 20}).json()
+        assert done["status"] == "completed", done

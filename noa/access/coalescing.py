@@ -11,11 +11,8 @@ is decided exactly as a single call would be.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
-
-logger = logging.getLogger("noa.access.coalescing")
 
 A = TypeVar("A")
 R = TypeVar("R")

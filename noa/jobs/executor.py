@@ -93,7 +93,7 @@ class JobExecutor:
             **{
                 "noa.job.id": job.id,
                 "noa.job.attempt": job.attempts,
-                "noa.job.priority": job.priority.name.lower(),
+                "noa.job.priority": job.priority.label,
                 "noa.batch.id": job.parent_id,
                 "noa.schedule.id": job.schedule_id,
             },

@@ -77,29 +77,7 @@ class JobStore:
     async def submit(self, spec: JobSpec) -> tuple[Job, bool]:
         """Store a new job: (the job, True). A job of the same key with the same idempotency
         key, or of the same schedule for the same due time, is returned instead: (it, False)."""
-        now = self.clock()
-        job = Job(
-            id=new_job_id(),
-            key_id=spec.key_id,
-            team=spec.team,
-            endpoint=spec.endpoint,
-            body=dict(spec.body),
-            priority=spec.priority,
-            status=JobStatus.QUEUED,
-            run_at=now if spec.run_at is None else spec.run_at,
-            created_at=now,
-            updated_at=now,
-            attempts=0,
-            max_attempts=spec.max_attempts,
-            token=0,
-            idempotency_key=spec.idempotency_key,
-            callback_url=spec.callback_url,
-            metadata=dict(spec.metadata),
-            parent_id=spec.parent_id,
-            schedule_id=spec.schedule_id,
-            due_at=spec.due_at,
-            traceparent=spec.traceparent,
-        )
+        job = _new_job(spec, self.clock())
         row = await self.db.fetchrow(sql.INSERT, *_values(job))
         if row is not None:
             return job, True

@@ -129,14 +129,14 @@ def span_context(traceparent: str | None) -> SpanContext | None:
 
 def _parent(correlation_id: str, traceparent: str | None) -> NonRecordingSpan:
     """A remote parent whose trace id is the caller's (``traceparent``) or the correlation id."""
-    match = _TRACEPARENT.fullmatch(traceparent.strip().lower()) if traceparent else None
-    if match is not None and int(match.group(1), 16) and int(match.group(2), 16):
-        trace_id, span_id = int(match.group(1), 16), int(match.group(2), 16)
-        flags = TraceFlags(int(match.group(3), 16) & 1 or TraceFlags.SAMPLED)
+    remote = span_context(traceparent)
+    if remote is not None:
+        trace_id, span_id = remote.trace_id, remote.span_id
     else:
         cid = correlation_id.replace("-", "").lower()
         trace_id = int(cid, 16) if _HEX32.fullmatch(cid) else random.getrandbits(128)
-        span_id, flags = random.getrandbits(64) or 1, TraceFlags(TraceFlags.SAMPLED)
+        span_id = random.getrandbits(64) or 1
+    flags = TraceFlags(TraceFlags.SAMPLED)  # NOA records the requests it serves
     return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags))
 
 

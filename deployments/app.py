@@ -3,6 +3,7 @@
 Gateway (ingress) ── LlamaCpp replicas (one deployment per local provider)
     │      └──────── HealthActor, CacheActor, LimiterActor (several Gateway replicas, or jobs)
     ├── JobRunner ── Router (every job), HealthActor, CacheActor, LimiterActor (jobs.enabled)
+    ├── QueueBridge-<name> ── HealthActor, JobRunner (one per ``queues:`` entry)
     └── Router ──── OpenAIAdapter / AnthropicAdapter (enabled providers only), LlamaCpp
 """
 
@@ -17,10 +18,11 @@ from deployments.adapters import ProviderAdapter
 from deployments.gateway import Gateway
 from deployments.job_runner import JobRunner
 from deployments.llamacpp import LlamaCpp
+from deployments.queue_bridge import QueueBridge
 from deployments.router import RouterDeployment
 from deployments.support import CacheActor, HealthActor, LimiterActor
 from noa.build.providers import local_provider_configs, provider_infos
-from noa.config import NoaConfig, ReplicaConfig, parse_config
+from noa.config import NoaConfig, QueueBridgeConfig, ReplicaConfig, parse_config
 
 ADAPTER_NAMES = {"openai": "OpenAIAdapter", "anthropic": "AnthropicAdapter"}
 # Serve's own access log line per request and per handle call costs a third of the Gateway's
@@ -39,6 +41,32 @@ def _sized(deployment: Any, sizing: ReplicaConfig, name: str | None = None) -> D
     if name:
         options["name"] = name
     return cast(Deployment, deployment.options(**options))
+
+
+def _bridge(cfg: QueueBridgeConfig) -> Deployment:
+    """A queue bridge's deployment: a fixed number of replicas, or scaled on its lag."""
+    scaling = cfg.scaling
+    options: dict[str, Any] = {
+        "name": f"QueueBridge-{cfg.name}",
+        "max_ongoing_requests": 100,  # status calls only: the work is the replica's own loop
+        "ray_actor_options": {"num_cpus": cfg.num_cpus},
+        "logging_config": LOGGING,
+        "graceful_shutdown_timeout_s": 20,
+    }
+    if scaling.max_replicas > scaling.min_replicas:
+        options["autoscaling_config"] = {
+            "min_replicas": scaling.min_replicas,
+            "max_replicas": scaling.max_replicas,
+            "initial_replicas": scaling.min_replicas,
+            "upscale_delay_s": scaling.upscale_delay_s,
+            "downscale_delay_s": scaling.downscale_delay_s,
+            "metrics_interval_s": 2.0,
+            "look_back_period_s": 10.0,
+            "policy": {"policy_function": "deployments.bridge_scaling:lag_policy"},
+        }
+    else:
+        options["num_replicas"] = scaling.min_replicas
+    return cast(Deployment, QueueBridge).options(**options)
 
 
 def _name(base: str, provider: str, default: str) -> str:
@@ -79,7 +107,10 @@ def build(config: NoaConfig) -> Application:
     runner = None
     if config.jobs.enabled:
         runner = _sized(JobRunner, d.job_runner).bind(args, local, router, health, cache, limiter)
-    return _sized(Gateway, d.gateway).bind(args, local, router, health, cache, limiter, runner)
+    bridges = {b.name: _bridge(b).bind(args, b.name, health, runner) for b in config.queues}
+    return _sized(Gateway, d.gateway).bind(
+        args, local, router, health, cache, limiter, runner, bridges
+    )
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -45,6 +45,7 @@ class Gateway:
         cache: DeploymentHandle,
         limiter: DeploymentHandle | None = None,
         runner: DeploymentHandle | None = None,
+        bridges: dict[str, DeploymentHandle] | None = None,
     ) -> None:
         replica = str(serve.get_replica_context().replica_id)
         cfg = parse_config(config)
@@ -62,6 +63,7 @@ class Gateway:
             self.parts.jobs = jobs_build.api(self.parts, notify=notify)
             self.jobs = HandleJobs(self.parts.jobs, self.parts.access.auth)
         self.limits = LimiterEndpoint(self.parts.access.limiter)
+        self.bridges = dict(bridges or {})  # the queue bridges (their health: the HealthActor)
         self.parts.start()
 
     async def __del__(self) -> None:

@@ -8,6 +8,7 @@ access.py      auth (master key, API keys, JWT), limits, usage
 storage.py     cache tiers, Redis, the database
 deployment.py  the HTTP server and the Serve graph's sizing
 jobs.py        the job system: runners, retries, webhooks, files and batches
+queues.py      queue bridges (RabbitMQ, Kafka, SQS, Redis Streams)
 """
 
 from noa.config.access import (
@@ -46,6 +47,7 @@ from noa.config.providers import (
     ProviderConfig,
     ProviderLimits,
 )
+from noa.config.queues import BridgeScaling, BrokerKind, QueueBridgeConfig
 from noa.config.root import ConfigError, NoaConfig, load_config, parse_config
 from noa.config.routing import BreakerConfig, GroupConfig, RoutingConfig
 from noa.config.storage import (
@@ -66,6 +68,8 @@ __all__ = [
     "AnthropicProviderConfig",
     "AuthConfig",
     "BreakerConfig",
+    "BridgeScaling",
+    "BrokerKind",
     "CacheConfig",
     "CachePolicy",
     "CacheTierConfig",
@@ -91,6 +95,7 @@ __all__ = [
     "Price",
     "ProviderConfig",
     "ProviderLimits",
+    "QueueBridgeConfig",
     "RedisConfig",
     "ReplicaConfig",
     "RoutingConfig",

@@ -25,6 +25,7 @@ from noa.config.providers import (
     OpenAIProviderConfig,
     ProviderConfig,
 )
+from noa.config.queues import QueueBridgeConfig, unique_names
 from noa.config.routing import RoutingConfig
 from noa.config.storage import CacheConfig, DatabaseConfig, RedisConfig
 
@@ -71,6 +72,9 @@ class NoaConfig(Strict):
     database: DatabaseConfig = DatabaseConfig()
     deployment: DeploymentConfig = DeploymentConfig()
     jobs: JobsConfig = JobsConfig()
+    queues: list[QueueBridgeConfig] = Field(
+        default_factory=list, description="queue bridges: broker messages in, jobs, results out"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -111,6 +115,9 @@ class NoaConfig(Strict):
                     f"routing.groups.{i}: {', '.join(missing)} not among the configured models"
                 )
             names[group.id] = group.id
+        unique_names(self.queues)
+        if self.queues and not self.jobs.enabled:
+            raise ValueError("queues: a queue bridge needs the job system (jobs.enabled)")
         return self
 
 

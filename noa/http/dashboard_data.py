@@ -48,6 +48,32 @@ def _latency(snapshot: Snapshot) -> dict[str, float | None]:
     }
 
 
+def bridges(snapshot: Snapshot) -> dict[str, dict[str, float]]:
+    """Each queue bridge: replicas connected, lag, messages held, taken and answered."""
+    out: dict[str, dict[str, float]] = {}
+
+    def of(name: str) -> dict[str, float]:
+        return out.setdefault(
+            name,
+            {"connected": 0, "lag": 0, "in_flight": 0, "stored": 0, "duplicate": 0,
+             "dead_letter": 0, "published": 0},
+        )  # fmt: skip
+
+    for gauge, field in (
+        ("noa_bridge_connected", "connected"),
+        ("noa_bridge_lag", "lag"),
+        ("noa_bridge_in_flight", "in_flight"),
+    ):
+        for (name,), v in _counts(snapshot, gauge).items():
+            of(name)[field] = v
+    for (name, outcome), v in _counts(snapshot, "noa_bridge_messages_total").items():
+        of(name)[outcome] = of(name).get(outcome, 0) + v
+    for (name, _, outcome), v in _counts(snapshot, "noa_bridge_results_total").items():
+        if outcome == "published":
+            of(name)["published"] += v
+    return out
+
+
 def summarize(snapshot: Snapshot, providers: dict[str, Any] | None = None) -> dict[str, Any]:
     requests = _counts(snapshot, "http_requests_total")
     api = {k: v for k, v in requests.items() if k[1] in ROUTES}
@@ -95,6 +121,7 @@ def summarize(snapshot: Snapshot, providers: dict[str, Any] | None = None) -> di
         "models": [models[k] for k in sorted(models)],
         "breakers": breakers,
         "queues": {q: v for (q,), v in _counts(snapshot, "noa_queue_depth").items()},
+        "bridges": bridges(snapshot),
         "rate_limited": sum(_counts(snapshot, "noa_rate_limit_rejections_total").values()),
         "replicas": sum(_counts(snapshot, "noa_metrics_replicas").values()) or 1,
         "providers": {

@@ -67,8 +67,11 @@ class Probes:
         return providers
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
-        is_ready, body = readiness(self.service.registry, await self.shared())
+        shared = await self.shared()
+        is_ready, body = readiness(self.service.registry, shared)
         body["dependencies"] = await self.dependencies.check()
+        # a bridge's broker being away does not make the HTTP API unready: it is shown here
+        body["bridges"] = shared.get("bridges", {})
         up = all(d["status"] == "ok" for d in body["dependencies"].values())
         if not up:
             body["status"] = "not_ready"
@@ -89,6 +92,7 @@ class Probes:
             "models": [m["id"] for m in self.service.list_models()["data"]],
             "providers": shared.get("providers", {}),
             "breakers": shared.get("breakers", {}),
+            "bridges": shared.get("bridges", {}),
             "dependencies": await self.dependencies.check(),
         }
 
@@ -106,6 +110,7 @@ def public_ready(body: Body) -> Body:
         "models": body["models"],
         "providers": _states(body["providers"]),
         "dependencies": _states(body["dependencies"]),
+        "bridges": _states(body.get("bridges", {})),
     }
 
 
@@ -128,6 +133,7 @@ def public_status(body: Body) -> Body:
         "models": body["models"],
         "providers": _states(body["providers"]),
         "breakers": _states(body["breakers"], "state"),
+        "bridges": _states(body.get("bridges", {})),
         "dependencies": _states(body["dependencies"]),
     }
 

@@ -42,6 +42,7 @@ COLUMNS = (
     "schedule_id",
     "due_at",
     "traceparent",
+    "model",
 )
 COLS = ", ".join(COLUMNS)
 PG_LOCK = " FOR UPDATE SKIP LOCKED"
@@ -137,6 +138,11 @@ WHERE id = $2 AND status IN ('dead', 'failed')
 RETURNING {COLS}
 """
 DEPTH = "SELECT status, count(*) AS n FROM noa_jobs GROUP BY status"
+# the queued jobs of one model ($1), counted up to $2 (a bridge only asks "over its limit?")
+MODEL_QUEUED = (
+    "SELECT count(*) AS n FROM (SELECT 1 FROM noa_jobs WHERE model = $1 AND status = 'queued'"
+    " LIMIT $2) AS q"
+)
 # queued jobs by priority, a batch's (parent_id set) apart: the noa_queue_depth gauge
 QUEUED = (
     "SELECT priority, parent_id IS NOT NULL AS batch, count(*) AS n FROM noa_jobs"

@@ -149,6 +149,13 @@ class Job:
     due_at: float | None = None
     traceparent: str | None = None
 
+    @property
+    def model(self) -> str | None:
+        """The model the job's request names (kept in its own column: a queue bridge's
+        back-pressure counts the queued jobs of a model)."""
+        model = self.body.get("model")
+        return model if isinstance(model, str) else None
+
     def public(self) -> dict[str, Any]:
         """What the job API returns."""
         return {

@@ -36,6 +36,7 @@ from noa.jobs.model import (
     dumps,
     error_body,
 )
+from noa.jobs.replies import enqueue_reply
 from noa.jobs.webhook_outbox import enqueue_job
 from noa.storage.db import Database
 
@@ -44,7 +45,7 @@ Clock = Callable[[], float]
 FinalHook = Callable[[Job], None]
 ErrorLike = Mapping[str, Any] | str
 LEASE_EXPIRED = error_body("lease expired", code="lease_expired")
-SUBMIT_ROWS = 400  # rows per INSERT of submit_many: 400 x 26 parameters, under every limit
+SUBMIT_ROWS = 400  # rows per INSERT of submit_many: 400 x 27 parameters, under every limit
 
 
 def new_job_id() -> str:
@@ -161,7 +162,7 @@ class JobStore:
                 cancelled = await tx.fetchrow(sql.BY_ID, job_id)
                 if cancelled is not None:
                     ended.append(sql.job(cancelled))
-                    await enqueue_job(tx, ended[-1], now)
+                    await _final_events(tx, ended[-1], now)
         self.announce(ended)
         return await self.get(job_id, key_id)
 
@@ -209,7 +210,7 @@ class JobStore:
                 row = await tx.fetchrow(sql.BY_ID, r["id"])
                 if row is not None:
                     dead.append(sql.job(row))
-                    await enqueue_job(tx, dead[-1], now)
+                    await _final_events(tx, dead[-1], now)
         return dead
 
     async def heartbeat(self, job_id: str, token: int, lease_s: float) -> bool:
@@ -285,7 +286,7 @@ class JobStore:
             await tx.execute(sql.FINISH_ATTEMPT, now, outcome, error_json, job_id, token)
             final = sql.job(row) if status.final else None
             if final is not None:
-                await enqueue_job(tx, final, now)
+                await _final_events(tx, final, now)
         if final is not None:
             self.announce([final])
         return True
@@ -318,11 +319,23 @@ class JobStore:
             counts[queue] = counts.get(queue, 0) + int(row["n"])
         return counts
 
+    async def model_queued(self, model: str, limit: int) -> int:
+        """The queued jobs of ``model``, counted up to ``limit`` (a bridge's back-pressure)."""
+        row = await self.db.fetchrow(sql.MODEL_QUEUED, model, limit)
+        return 0 if row is None else int(row["n"])
+
     async def next_due(self) -> float | None:
         """When the next claim can find work: the earliest ``run_at`` of a queued job or lease
         expiry of a running one (None: nothing waits). A runner may sleep until then."""
         row = await self.db.fetchrow(sql.NEXT_DUE)
         return None if row is None or row["t"] is None else float(row["t"])
+
+
+async def _final_events(tx: Database, job: Job, now: float) -> None:
+    """What a job made final owes, written in the transaction that made it so: its webhook
+    and, for a queue bridge's job, its answer to the broker."""
+    await enqueue_job(tx, job, now)
+    await enqueue_reply(tx, job, now)
 
 
 def _values(job: Job) -> tuple[Any, ...]:

@@ -144,6 +144,33 @@ SPECS = (
         " retried, failed)",
         ("kind", "outcome"),
     ),
+    Spec(
+        "noa_bridge_messages_total",
+        "counter",
+        "Broker messages a queue bridge took, by outcome (stored: a new job; duplicate: a"
+        " redelivery that found its job; dead_letter: poison, to the dead-letter destination)",
+        ("bridge", "outcome"),
+    ),
+    Spec(
+        "noa_bridge_results_total",
+        "counter",
+        "Answers a queue bridge published, by kind (reply, dead_letter) and outcome (published,"
+        " retried, failed)",
+        ("bridge", "kind", "outcome"),
+    ),
+    Spec(
+        "noa_bridge_latency_seconds",
+        "histogram",
+        "From a bridge's message stored as a job to its result published on the broker",
+        ("bridge",),
+        JOB_BUCKETS,
+    ),
+    # every replica of a bridge reads the same source: the largest, not a sum
+    Spec(
+        "noa_bridge_lag", "gauge", "Messages waiting at a bridge's source", ("bridge",), merge="max"
+    ),
+    Spec("noa_bridge_in_flight", "gauge", "Messages a bridge holds unacknowledged", ("bridge",)),
+    Spec("noa_bridge_connected", "gauge", "Bridge replicas connected to their broker", ("bridge",)),
     Spec("noa_metrics_replicas", "gauge", "Gateway replicas reporting into this scrape"),
 )
 

@@ -22,7 +22,14 @@ becomes the same job, so it is answered once. A result message::
 
 A message that cannot become a job (``Poison``: not JSON, not an object, too large, a field of
 the wrong type, an invalid request) goes to the dead-letter destination as ``dead_letter``
-describes it: the reason's code and message, and the original message as text.
+describes it: the reason's code and message, and the original message as text::
+
+    {"id": "doc-42", "reason": {"code": "bad_json", "message": "..."},
+     "original": "...the message as it came...", "truncated": false}
+
+A job that dies after its retries is published to the dead-letter destination as well (and its
+result message, ``status: "dead"``, to the reply destination): ``dead_job``'s message is the
+result message plus ``reason`` (``job_dead``) and ``request`` (its endpoint and body).
 """
 
 from __future__ import annotations
@@ -50,10 +57,11 @@ MAX_ORIGINAL_CHARS = 65_536  # of the original message kept in a dead letter
 class Poison(Exception):
     """A message that can never become a job: its ``code`` and a message saying why."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, message_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.message_id = message_id  # the envelope's id, when it was read before the fault
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,19 @@ def parse(
     message_id = envelope.get("id", broker_id)
     if not isinstance(message_id, str) or not ID.match(message_id):
         raise Poison("bad_envelope", "'id' must be 1-200 characters of [A-Za-z0-9._:-/]")
+    try:
+        return _checked(envelope, message_id, default_priority, default_model)
+    except Poison as poison:
+        poison.message_id = message_id
+        raise
+
+
+def _checked(
+    envelope: dict[str, Any],
+    message_id: str,
+    default_priority: Priority,
+    default_model: str | None,
+) -> Inbound:
     body = envelope.get("body")
     if not isinstance(body, dict):
         raise Poison("bad_envelope", "'body' must be a JSON object: the request")
@@ -157,12 +178,27 @@ def dead_letter(raw: bytes, poison: Poison, broker_id: str | None = None) -> byt
     text = raw.decode("utf-8", errors="replace")
     return orjson.dumps(
         {
-            "id": broker_id,
+            "id": poison.message_id or broker_id,
             "reason": {"code": poison.code, "message": poison.message},
             "original": text[:MAX_ORIGINAL_CHARS],
             "truncated": len(text) > MAX_ORIGINAL_CHARS,
         }
     )
+
+
+def dead_job(job: Job, message_id: str, correlation_id: str | None = None) -> bytes:
+    """The dead-letter message of a job that died after its retries: the result message's
+    fields, the reason (``job_dead`` and the last error's message) and the request as it was
+    submitted (its endpoint and body), to inspect or send again."""
+    error = job.error or {}
+    message = error.get("message") if isinstance(error, dict) else None
+    out = orjson.loads(result(job, message_id, correlation_id))
+    out["reason"] = {
+        "code": "job_dead",
+        "message": f"the job died after {job.attempts} attempt(s): {message or 'no error text'}",
+    }
+    out["request"] = {"endpoint": job.endpoint, "body": job.body}
+    return orjson.dumps(out)
 
 
 def _user_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:

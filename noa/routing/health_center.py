@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +40,36 @@ class HealthView(Protocol):
     ) -> Snapshot: ...
 
 
+BRIDGE_STALE_S = 30.0  # a bridge replica silent this long is no longer counted
+
+
+def bridge_states(
+    reports: Mapping[tuple[str, str], tuple[float, dict[str, Any]]], now: float
+) -> dict[str, dict[str, Any]]:
+    """Each queue bridge's state over its replicas' latest reports ((bridge, replica) ->
+    (when, the replica's ``BridgeHealth.public()``)): ``up`` when a replica is connected
+    (``paused`` when every connected one waits for room), ``down`` when none is, ``stale``
+    when none reported lately; the largest lag, the messages held, each replica's state."""
+    out: dict[str, dict[str, Any]] = {}
+    for (name, replica), (at, status) in sorted(reports.items()):
+        entry = out.setdefault(
+            name,
+            {"status": "stale", "kind": status.get("kind"), "lag": None, "in_flight": 0,
+             "replicas": {}},
+        )  # fmt: skip
+        fresh = now - at <= BRIDGE_STALE_S
+        entry["replicas"][replica] = {**status, "status": status["status"] if fresh else "stale"}
+        if not fresh:
+            continue
+        entry["in_flight"] += int(status.get("in_flight") or 0)
+        if status.get("lag") is not None:
+            entry["lag"] = max(int(status["lag"]), entry["lag"] or 0)
+    for entry in out.values():
+        states = {r["status"] for r in entry["replicas"].values()}
+        entry["status"] = next((s for s in ("up", "paused", "down") if s in states), "stale")
+    return out
+
+
 @dataclass(frozen=True)
 class HealthParts:
     """What a health center is made of (``noa.build.health`` makes them from the config)."""
@@ -56,7 +87,10 @@ class HealthCenter:
     replica's totals)."""
 
     def __init__(
-        self, parts: HealthParts, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self,
+        parts: HealthParts,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._monitor = parts.monitor
         self._hub = parts.hub
@@ -64,7 +98,9 @@ class HealthCenter:
         self._interval = parts.interval_s
         self._relay = parts.relay
         self._sleep = sleep
+        self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
+        self._bridges: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     def start(self) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(self._loop()))
@@ -82,6 +118,7 @@ class HealthCenter:
             "providers": self._monitor.snapshot(),
             "breakers": self._hub.snapshot()["breakers"],
             "traffic": self._hub.traffic_totals(),
+            "bridges": bridge_states(self._bridges, self._clock()),
         }
 
     async def check_now(self) -> dict[str, Any]:
@@ -109,6 +146,16 @@ class HealthCenter:
 
     async def report_metrics(self, replica: str, snapshot: Snapshot) -> None:
         self._metrics.report(replica, snapshot)
+
+    async def report_bridge(self, replica: str, snapshot: Snapshot, status: dict[str, Any]) -> None:
+        """A queue bridge replica's metrics and health (``replica``: ``bridge:<name>:<id>``)."""
+        self._metrics.report(replica, snapshot)
+        _, name, rest = replica.split(":", 2) if replica.count(":") >= 2 else ("", replica, "")
+        self._bridges[(name, rest)] = (self._clock(), dict(status))
+        if len(self._bridges) > 1000:  # replicas come and go: the oldest reports leave
+            oldest = sorted(self._bridges, key=lambda k: self._bridges[k][0])[:100]
+            for key in oldest:
+                del self._bridges[key]
 
     async def metrics(
         self, replica: str | None = None, snapshot: Snapshot | None = None
@@ -154,6 +201,9 @@ class RemoteHealth:
 
     async def report_metrics(self, replica: str, snapshot: Snapshot) -> None:
         await self._handle.report_metrics.remote(replica, snapshot)
+
+    async def report_bridge(self, replica: str, snapshot: Snapshot, status: dict[str, Any]) -> None:
+        await self._handle.report_bridge.remote(replica, snapshot, status)
 
     async def metrics(
         self, replica: str | None = None, snapshot: Snapshot | None = None

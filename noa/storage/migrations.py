@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from noa.storage.batch_tables import BATCH_TABLES
+from noa.storage.bridge_tables import BRIDGE_TABLES
 from noa.storage.db import Database
 from noa.storage.job_tables import JOB_TABLES
 from noa.storage.schedule_tables import SCHEDULE_TABLES
@@ -127,6 +128,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE noa_batches ADD COLUMN traceparent TEXT",
         ),
     ),
+    Migration(9, "queue bridges: the reply outbox, each job's model", BRIDGE_TABLES),
 )
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from noa.jobs.model import JobStatus, Priority
 from noa.jobs.store import JobStore
-from noa.queues.bridge import Bridge, BridgeSettings, Delivery
+from noa.queues.bridge import Bridge, BridgeSettings
+from noa.queues.transport import Delivery
 from noa.storage.db import Database
 
 CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
@@ -28,7 +29,10 @@ class Recording:
     async def ack(self, delivery: Delivery) -> None:
         self.calls.append(("ack", delivery.broker_id))
 
-    async def dead_letter(self, delivery: Delivery, body: bytes) -> None:
+    async def publish(
+        self, destination: str, body: bytes, *, message_id: str, correlation_id: str | None
+    ) -> None:
+        assert destination == "dead-letters"
         self.calls.append(("dead", orjson.loads(body)))
 
 
@@ -36,16 +40,25 @@ def message(broker_id: str, **envelope: Any) -> Delivery:
     return Delivery(broker_id, orjson.dumps({"body": CHAT} | envelope))
 
 
-def bridge(db: Database, transport: Recording, **settings: Any) -> tuple[Bridge, list[int]]:
+class Bound:
+    """A bridge and the transport it takes from."""
+
+    def __init__(self, core: Bridge, transport: Recording) -> None:
+        self.core, self.transport = core, transport
+
+    async def take(self, delivery: Delivery) -> Any:
+        return await self.core.take(self.transport, delivery)
+
+
+def bridge(db: Database, transport: Recording, **settings: Any) -> tuple[Bound, list[int]]:
     woken: list[int] = []
     made = Bridge(
-        BridgeSettings(name="orders", **settings),
-        transport,
+        BridgeSettings(name="orders", dead_letter="dead-letters", **settings),
         JobStore(db),
         known_model=lambda m: m in {"gpt", "smollm2"},
         notify=lambda: woken.append(1),
     )
-    return made, woken
+    return Bound(made, transport), woken
 
 
 async def test_a_message_becomes_one_job_then_is_acked(db: Database) -> None:
@@ -87,8 +100,9 @@ async def test_poison_goes_to_the_dead_letters_with_its_reason(
     transport = Recording()
     b, woken = bridge(db, transport)
     assert await b.take(Delivery("m-9", raw)) is None
-    ((what, dead),) = transport.calls
-    assert what == "dead" and dead["reason"]["code"] == code and dead["id"] == "m-9"
+    (what, dead), acked = transport.calls
+    assert what == "dead" and dead["reason"]["code"] == code and acked == ("ack", "m-9")
+    assert dead["id"] == "m-9"  # the broker's id (the envelope has none)
     assert dead["original"] == raw.decode("utf-8", errors="replace")
     assert woken == [] and sum((await JobStore(db).depth()).values()) == 0
 

@@ -167,6 +167,7 @@ async def test_without_an_admin_credential_the_probes_answer_states_only(
         "models": {"gpt": "unavailable", "other": "available"},
         "providers": {"openai": {"status": "unknown"}},
         "dependencies": {"database": {"status": "down"}},
+        "bridges": {},
     }
     status, body = await get(parts, "/status", None)
     assert status == 200 and (body["version"], body["replica"]) == (noa.__version__, "r1")

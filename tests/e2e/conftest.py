@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import openai
@@ -14,6 +15,7 @@ MASTER_KEY = "noa-e2e-master-key"
 
 
 BREAKER_COOLDOWN_S = 60.0
+BRIDGE_STREAMS = tuple(f"noa-e2e-{n}-{uuid.uuid4().hex[:6]}" for n in ("in", "out", "dead"))
 
 
 @pytest.fixture(scope="session")
@@ -51,12 +53,30 @@ def cluster(
         ],
         "routing": {"breaker": {"cooldown_s": BREAKER_COOLDOWN_S}},
         "deployment": {"gateway": {"num_replicas": 2}},
+        # a queue bridge on the suite's Redis (Streams): tests/e2e/test_bridge_e2e.py
+        "queues": [
+            {
+                "name": "e2e",
+                "kind": "redis",
+                "url_env": "NOA_TEST_REDIS_URL",
+                "source": BRIDGE_STREAMS[0],
+                "reply_to": BRIDGE_STREAMS[1],
+                "dead_letter": BRIDGE_STREAMS[2],
+                "default_model": "resilient",
+            }
+        ],
     }
     serve_cluster = ServeCluster(upstream_env, MASTER_KEY, args)
     try:
         yield serve_cluster.start()
     finally:
         serve_cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def bridge_streams() -> tuple[str, ...]:
+    """The e2e queue bridge's source, reply and dead-letter streams."""
+    return BRIDGE_STREAMS
 
 
 @pytest.fixture(scope="session")

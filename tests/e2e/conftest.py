@@ -63,6 +63,7 @@ def cluster(
                 "reply_to": BRIDGE_STREAMS[1],
                 "dead_letter": BRIDGE_STREAMS[2],
                 "default_model": "resilient",
+                "options": {"claim_idle_s": 2},  # a killed replica's entries: soon claimed
             }
         ],
     }

@@ -29,13 +29,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from noa.jobs.backoff import backoff_s
 from noa.jobs.replies import DEAD_LETTER, Reply, ReplyOutbox
 from noa.jobs.store import JobStore
 from noa.observability.metrics import Metrics
 from noa.queues.bridge import Bridge
+from noa.queues.bridge_health import BridgeHealth
 from noa.queues.envelope import Poison, dead_job, result
 from noa.queues.transport import Delivery, Transport, UndeliverableError
 
@@ -59,40 +59,6 @@ class WorkerSettings:
     busy_s: float = 10.0  # busy: a message was taken or a result published this recently
     publish_attempts: int = 50
     lag_every_s: float = 5.0
-
-
-@dataclass
-class BridgeHealth:
-    """How one bridge replica is doing."""
-
-    name: str
-    kind: str
-    connected: bool = False
-    since: float | None = None  # connected or down since
-    last_error: str | None = None
-    reconnects: int = 0
-    in_flight: int = 0
-    waiting_for_room: int = 0  # held messages waiting for their model's queue to shrink
-    lag: int | None = None
-    taken: int = 0
-    published: int = 0
-
-    def public(self) -> dict[str, Any]:
-        state = "up" if self.connected else "down"
-        if self.connected and self.waiting_for_room:
-            state = "paused"  # back-pressure: the model's job queue is over its depth
-        return {
-            "status": state,
-            "kind": self.kind,
-            "since": self.since,
-            "last_error": self.last_error,
-            "reconnects": self.reconnects,
-            "in_flight": self.in_flight,
-            "waiting_for_room": self.waiting_for_room,
-            "lag": self.lag,
-            "taken": self.taken,
-            "published": self.published,
-        }
 
 
 class BridgeWorker:

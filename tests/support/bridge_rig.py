@@ -75,7 +75,7 @@ class Rig:
                 dead_letter=self.dead_letter,
                 max_bytes=4096,
                 max_attempts=2,
-            ),  # fmt: skip
+            ),
             store,
             known_model=lambda m: m == "gpt",
             notify=lambda: self.runner.notify() if self.runner is not None else None,

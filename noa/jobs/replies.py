@@ -125,6 +125,12 @@ class ReplyOutbox:
         """The broker has ``reply``'s message: the row goes."""
         await self.db.execute(SENT, reply.id, owner)
 
+    async def sent_many(self, replies: list[Reply], owner: str) -> None:
+        """The broker has these replies' messages: their rows go, in one transaction."""
+        if replies:
+            async with self.db.transaction() as tx:
+                await tx.executemany(SENT, [(r.id, owner) for r in replies])
+
     async def retry(self, reply: Reply, owner: str, delay_s: float, error: str) -> None:
         """Publishing ``reply`` failed: due again in ``delay_s``."""
         await self.db.execute(

@@ -97,6 +97,19 @@ class Bridge:
             self.notify()
         return job, created
 
+    async def submit_many(self, inbounds: list[Inbound]) -> list[bool]:
+        """The jobs of ``inbounds`` stored in one transaction: for each, whether it was made
+        now (False: a redelivery, or a second copy in the same batch, found its job)."""
+        specs = [self.spec(i) for i in inbounds]
+        made = {j.idempotency_key for j in await self.store.submit_many(specs)}
+        if made:
+            self.notify()
+        created: list[bool] = []
+        for spec in specs:
+            created.append(spec.idempotency_key in made)
+            made.discard(spec.idempotency_key)
+        return created
+
     def check(self, delivery: Delivery) -> Inbound:
         """The message's request; ``Poison`` when it can never run here."""
         s = self.settings

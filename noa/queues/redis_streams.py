@@ -14,6 +14,7 @@ handed out is lost. At most ``prefetch`` entries are held at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from redis.exceptions import ResponseError
 from noa.queues.transport import Delivery, Endpoints
 
 Clock = Callable[[], float]
+POOL_SIZE = 16  # connections per transport: one blocks in XREADGROUP, the rest ack and publish
 CLAIM_EVERY_S = 1.0  # how often idle entries of other consumers are looked for
 
 
@@ -41,15 +43,23 @@ class RedisStreamsTransport:
         self.maxlen: int | None = int(options["maxlen"]) if options.get("maxlen") else None
         self._redis: aioredis.Redis | None = None
         self._held: set[str] = set()
+        self._room = asyncio.Event()  # set when an acknowledgement frees a slot
         self._own_pending = True  # read this consumer's pending entries first
         self._claimed_at = 0.0
 
     async def connect(self) -> None:
         e = self.endpoints
         wait_cap = 30.0  # XREADGROUP blocks at most this (receive's wait_s is capped to it)
-        self._redis = aioredis.from_url(
-            str(e.url), socket_connect_timeout=5, socket_timeout=wait_cap + 10
+        # a bounded pool that makes callers wait for a connection (acknowledgements of many
+        # messages at once), not fail with "too many connections"
+        pool = aioredis.BlockingConnectionPool.from_url(
+            str(e.url),
+            max_connections=POOL_SIZE,
+            timeout=wait_cap + 10,
+            socket_connect_timeout=5,
+            socket_timeout=wait_cap + 10,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         if e.declare:
             try:
                 await self._redis.xgroup_create(e.source, e.group, id="0", mkstream=True)
@@ -69,7 +79,10 @@ class RedisStreamsTransport:
     async def receive(self, max_messages: int, wait_s: float) -> list[Delivery]:
         r, e = self._client(), self.endpoints
         room = min(max_messages, e.prefetch - len(self._held))
-        if room <= 0:
+        if room <= 0:  # full: wait for an acknowledgement (or the time asked for)
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), wait_s)
             return []
         out: list[Delivery] = []
         if self._own_pending:  # what this consumer held before: its ids from 0
@@ -112,6 +125,7 @@ class RedisStreamsTransport:
         e = self.endpoints
         await self._client().xack(e.source, e.group, str(delivery.handle))
         self._held.discard(str(delivery.handle))
+        self._room.set()
 
     async def publish(
         self, destination: str, body: bytes, *, message_id: str, correlation_id: str | None

@@ -30,16 +30,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from noa.access.coalescing import Coalescer
 from noa.jobs.backoff import backoff_s
 from noa.jobs.replies import DEAD_LETTER, Reply, ReplyOutbox
 from noa.jobs.store import JobStore
 from noa.observability.metrics import Metrics
 from noa.queues.bridge import Bridge
 from noa.queues.bridge_health import BridgeHealth
-from noa.queues.envelope import Poison, dead_job, result
+from noa.queues.envelope import Inbound, Poison, dead_job, result
 from noa.queues.transport import Delivery, Transport, UndeliverableError
 
 logger = logging.getLogger("noa.queues.worker")
+STORE_BATCH = 256  # messages stored in one transaction at most
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -93,6 +95,8 @@ class BridgeWorker:
         self._busy_at = 0.0  # when a message was last taken or a result last published
         self._depth: dict[str, tuple[float, int]] = {}  # model -> (counted at, queued)
         self._depth_lock = asyncio.Lock()
+        # messages checked meanwhile are stored together: one transaction for many
+        self._stores: Coalescer[Inbound, bool] = Coalescer(self.bridge.submit_many, STORE_BATCH)
 
     @property
     def name(self) -> str:
@@ -209,7 +213,7 @@ class BridgeWorker:
             failures = 0
             while True:  # the message stays held until its job is durable
                 try:
-                    _, created = await self.bridge.submit(inbound)
+                    created = await self._stores(inbound)
                     break
                 except Exception as e:  # the database away: wait and retry
                     failures += 1
@@ -275,10 +279,12 @@ class BridgeWorker:
                 replies = await self.outbox.claim(self.owner, s.reply_batch, s.reply_lease_s)
             if replies:
                 self._busy_at = self.clock()
-                failed = await asyncio.gather(
+                outcomes = await asyncio.gather(
                     *(self._send(transport, r) for r in replies), return_exceptions=True
                 )
-                for outcome in failed:
+                sent = [r for r, ok in zip(replies, outcomes, strict=True) if ok is True]
+                await self.outbox.sent_many(sent, self.owner)
+                for outcome in outcomes:
                     if isinstance(outcome, BaseException):
                         raise outcome  # the broker is away: reconnect
                 continue
@@ -289,7 +295,9 @@ class BridgeWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
 
-    async def _send(self, transport: Transport, reply: Reply) -> None:
+    async def _send(self, transport: Transport, reply: Reply) -> bool:
+        """Publish ``reply``'s message: True once the broker has it (its row is then the
+        caller's to delete), False when it was refused and is due again later."""
         job, s = reply.job, self.bridge.settings
         message_id = str(job.metadata.get("noa_message_id") or job.id)
         correlation = job.metadata.get("noa_correlation_id")
@@ -307,13 +315,13 @@ class BridgeWorker:
             await self._failed(reply, e)
             if not isinstance(e, UndeliverableError):
                 raise
-            return
-        await self.outbox.sent(reply, self.owner)
+            return False
         self.health.published += 1
         self._count("noa_bridge_results_total", (self.name, reply.kind, "published"))
         if self.metrics is not None:
             seconds = max(0.0, self.clock() - job.created_at)
             self.metrics["noa_bridge_latency_seconds"].observe((self.name,), seconds)
+        return True
 
     async def _failed(self, reply: Reply, error: Exception) -> None:
         text = f"{type(error).__name__}: {error}"

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for kind, url in urls.items():
             os.environ[ENV[kind]] = url
             os.environ[TEST_ENV[kind]] = url  # the probes read these
-        streams = {kind: names(kind) for kind in KINDS}
+        streams = {kind: names(kind) for kind in args.kinds}
 
         async def create() -> None:
             for kind, where in streams.items():
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sync = wrk(f"{url}/v1/chat/completions", script, 32, args.seconds)
         report["sync_c32"] = sync.as_dict()
         report["bridges"] = {}
-        for kind in KINDS:
+        for kind in args.kinds:
             print(f"bench-bridges: {kind}: {args.messages} messages", flush=True)
             result = asyncio.run(throughput(kind, streams[kind], args.messages))
             result["ratio_to_sync"] = round(result["messages_per_s"] / sync.rps, 2)
@@ -212,6 +212,7 @@ def main() -> int:
     parser.add_argument("--latency-runs", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--json", type=Path, default=Path("bench-bridges.json"))
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     args = parser.parse_args()
     report = run(args)
     args.json.write_text(json.dumps(report, indent=2))

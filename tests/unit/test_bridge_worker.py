@@ -185,11 +185,11 @@ async def test_a_message_stays_held_while_its_job_cannot_be_stored(db: Database)
     failures = [3]
 
     class Flaky(JobStore):
-        async def submit(self, spec: JobSpec) -> Any:
+        async def submit_many(self, specs: list[JobSpec], tx: Any = None) -> Any:
             if failures[0]:
                 failures[0] -= 1
                 raise OSError("the database is away")
-            return await super().submit(spec)
+            return await super().submit_many(specs, tx)
 
     w = worker(db, broker, Flaky(db))
     transports: list[Memory] = []

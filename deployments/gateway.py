@@ -56,7 +56,7 @@ class Gateway:
             waking: set[asyncio.Task[None]] = set()
 
             def notify() -> None:  # fire and forget: a runner that misses it polls anyway
-                task = asyncio.get_running_loop().create_task(_wake(runner))
+                task = asyncio.get_running_loop().create_task(wake_runner(runner))
                 waking.add(task)
                 task.add_done_callback(waking.discard)
 
@@ -136,7 +136,7 @@ class Gateway:
         return self.parts.service.get_model(model_id)
 
 
-async def _wake(runner: DeploymentHandle) -> None:
+async def wake_runner(runner: DeploymentHandle) -> None:
     try:
         await runner.notify.remote()
     except Exception:  # the runner is restarting: it finds the job at its next poll

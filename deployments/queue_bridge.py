@@ -13,20 +13,18 @@ lag_policy``. Metrics and health go to the HealthActor (``/metrics``, ``/health/
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.gateway import wake_runner
 from deployments.startup import check_where_served
 from noa.build import queues as queues_build
 from noa.config import parse_config
 from noa.observability.error_reporting import init_error_reporting
 from noa.observability.logs import configure_logging
 from noa.routing.health_center import RemoteHealth
-
-logger = logging.getLogger("noa.queues")
 
 
 @serve.deployment
@@ -47,7 +45,7 @@ class QueueBridge:
 
         def notify() -> None:  # a job was stored: the runner looks now (it polls anyway)
             if runner is not None:
-                task = asyncio.get_running_loop().create_task(_wake(runner))
+                task = asyncio.get_running_loop().create_task(wake_runner(runner))
                 waking.add(task)
                 task.add_done_callback(waking.discard)
 
@@ -71,10 +69,3 @@ class QueueBridge:
         """The autoscaler's inputs (``bridge_scaling.lag_policy``)."""
         lag = self.parts.lag()
         return {"lag": float(lag or 0), "lag_per_replica": float(self.lag_per_replica)}
-
-
-async def _wake(runner: DeploymentHandle) -> None:
-    try:
-        await runner.notify.remote()
-    except Exception:  # the runner is restarting: it finds the job at its next poll
-        logger.debug("waking a job runner failed", exc_info=True)

@@ -171,7 +171,11 @@ SPECS = (
     ),
     Spec("noa_bridge_in_flight", "gauge", "Messages a bridge holds unacknowledged", ("bridge",)),
     Spec("noa_bridge_connected", "gauge", "Bridge replicas connected to their broker", ("bridge",)),
-    Spec("noa_metrics_replicas", "gauge", "Gateway replicas reporting into this scrape"),
+    Spec(
+        "noa_metrics_replicas",
+        "gauge",
+        "Replicas (Gateways, job runners, bridges) reporting into this scrape",
+    ),
 )
 
 

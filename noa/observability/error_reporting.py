@@ -52,11 +52,39 @@ def init_error_reporting(environ: Mapping[str, str] | None = None, **options: An
         return False
     sentry_sdk.init(
         dsn=dsn,
-        send_default_pii=False,
-        include_local_variables=False,  # a frame's locals may hold a prompt or a key
+        max_request_body_size="never",
         traces_sample_rate=0.0,  # traces go to OpenTelemetry
         before_send=_scrub,  # type: ignore[arg-type]
         environment=env.get("SENTRY_ENVIRONMENT"),
+        **_collect_nothing(sentry_sdk.VERSION),
         **options,
     )
     return True
+
+
+def _collect_nothing(version: str) -> dict[str, Any]:
+    """The SDK's options that keep users, headers, bodies, prompts and a frame's locals (which may
+    hold a prompt or a key) out of events: sentry-sdk 3 says so with ``data_collection``, 2 with
+    ``send_default_pii`` and ``include_local_variables``; errors logged are events in both."""
+    if int(version.split(".")[0]) < 3:
+        return {"send_default_pii": False, "include_local_variables": False}
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
+    off = {"mode": "off"}
+    return {
+        # 3 makes events of nothing logged and sends every INFO line as a Sentry log: NOA's
+        # errors are what it logs at ERROR, and its other lines stay in its own logs
+        "integrations": [LoggingIntegration(level=None, event_level=logging.ERROR)],
+        "data_collection": {
+            "user_info": False,
+            "cookies": off,
+            "http_headers": {"request": off},
+            "http_bodies": [],
+            "url_query_params": off,
+            "gen_ai": {"inputs": False, "outputs": False},
+            "mcp": {"inputs": False, "outputs": False},
+            "database_query_data": False,
+            "queues": False,
+            "stack_frame_variables": False,
+        }
+    }

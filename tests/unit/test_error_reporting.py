@@ -31,13 +31,16 @@ def test_off_without_a_dsn_and_masked_with_one() -> None:
             {"SENTRY_DSN": "https://key@o1.ingest.example/1"}, transport=transport
         )
         try:
-            raise RuntimeError("boom for jane@example.com with sk-proj-AbCdEf0123456789xyz")
+            prompt = " ".join(["a", "prompt", "held", "in", "a", "local"])  # locals stay out
+            secret = "sk-proj-AbCdEf0123456789xyz"
+            raise RuntimeError(f"boom for jane@example.com with {secret} {len(prompt)}")
         except RuntimeError:
             logging.getLogger("noa.http").error("unhandled error", exc_info=True)
         sentry_sdk.flush()
         assert transport.events, "no event reached the transport"
         text = repr(transport.events)
         assert "jane@example.com" not in text and "sk-proj-AbCdEf" not in text
+        assert "a prompt held in a local" not in text
         assert "[email]" in text and "[key]" in text
     finally:
         sentry_sdk.init()  # off again for the other tests

@@ -86,5 +86,5 @@ def _collect_nothing(version: str) -> dict[str, Any]:
             "database_query_data": False,
             "queues": False,
             "stack_frame_variables": False,
-        }
+        },
     }

@@ -241,14 +241,31 @@ class KafkaTransport:
                 continue
             try:
                 await asyncio.wait_for(client.stop(), self.timeout_s)
+                continue
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
                 # aiokafka's consumer.stop() lets its fetcher's cancellation out when the
-                # broker is gone: swallowed, the consumer is stopped all the same.
+                # broker is gone, before it closes its client: swallowed, and closed below
             except Exception as exc:  # close never raises
                 logger.debug("kafka %s: close: %r", self.endpoints.consumer, exc)
+            await self._close_client(client)
+
+    async def _close_client(self, client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+        """Close the network client of a consumer or producer whose stop() was cut short: left
+        open, its metadata task and connections would outlive every reconnect."""
+        inner = getattr(client, "_client", None)
+        if inner is None:
+            return
+        try:
+            await asyncio.wait_for(inner.close(), self.timeout_s)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except Exception as exc:
+            logger.debug("kafka %s: close the client: %r", self.endpoints.consumer, exc)
 
     # -- the rebalance listener's -------------------------------------------------------------
 

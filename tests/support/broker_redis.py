@@ -65,10 +65,19 @@ class Probe:
                 return out
 
     async def restart(self) -> None:
-        assert self.server is not None, "only a private Redis restarts"
-        self.server.terminate()  # SIGTERM: Redis flushes its append-only file
-        self.server.wait(timeout=30)
+        await self.stop()
         await asyncio.sleep(0.2)
+        await self.start()
+
+    async def stop(self) -> None:
+        """Stop a private Redis (SIGTERM: it flushes its append-only file; its port refuses)."""
+        assert self.server is not None, "only a private Redis stops"
+        self.server.terminate()
+        await asyncio.to_thread(self.server.wait, 30)
+
+    async def start(self) -> None:
+        """Start it again on the same port, with what it had stored."""
+        assert self.server is not None, "only a private Redis starts"
         self.server = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)  # noqa: ASYNC220
         await _ready(self.url)
         await self.client.aclose()

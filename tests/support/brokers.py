@@ -54,6 +54,12 @@ class BrokerProbe(Protocol):
     async def restart(self) -> None:
         """Stop the broker and start it again on the same port (private brokers only)."""
 
+    async def stop(self) -> None:
+        """Stop a private broker: its port refuses until ``start()``."""
+
+    async def start(self) -> None:
+        """Start a stopped private broker again on the same port."""
+
     async def close(self) -> None:
         """Close the probe's own connections; a private broker is stopped."""
 

@@ -123,9 +123,10 @@ async def latency(kind: str, where: tuple[str, str, str], runs: int) -> dict[str
             await asyncio.sleep(0.2)  # idle between messages
             started = time.perf_counter()
             await broker.send(source, request(f"l-{i}"))
-            got: list[bytes] = []
-            while not got:
-                got = await broker.read(reply_to, 1, timeout_s=0.01)
+            # each probe's read returns as soon as one result is there
+            got = await broker.read(reply_to, 1, timeout_s=60)
+            if not got:
+                raise RuntimeError(f"{kind}: no result for l-{i} within 60 s")
             took.append((time.perf_counter() - started) * 1000)
     finally:
         await broker.close()

@@ -65,6 +65,8 @@ class Probe:
         self.server = server
         self.reader_group = f"probe-{uuid.uuid4().hex[:8]}"
         self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()  # concurrent first sends start one producer
+        self._readers: dict[str, AIOKafkaConsumer] = {}
 
     def endpoints(
         self, source: str, reply_to: str, dead_letter: str, consumer: str = "noa-1"
@@ -95,11 +97,12 @@ class Probe:
             await admin.close()
 
     async def producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.url, acks="all")
-            await producer.start()
-            self._producer = producer
-        return self._producer
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self.url, acks="all")
+                await producer.start()
+                self._producer = producer
+            return self._producer
 
     async def send(
         self,
@@ -123,18 +126,11 @@ class Probe:
 
     async def take(self, destination: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
         """The records on ``destination`` the probe's reader has not read yet (committed
-        now): ``{"body", "key", "headers", "partition", "offset"}`` each."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.url,
-            group_id=self.reader_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
+        now): ``{"body", "key", "headers", "partition", "offset"}`` each. The reader of each
+        topic stays open between takes (a record is seen as soon as it lands)."""
+        consumer = await self._reader(destination)
         out: list[dict[str, Any]] = []
         try:
-            numbers = await (await self.producer()).partitions_for(destination)
-            consumer.assign([TopicPartition(destination, p) for p in sorted(numbers)])
             deadline = time.monotonic() + timeout_s
             while True:
                 left = deadline - time.monotonic()
@@ -159,9 +155,32 @@ class Probe:
                     for tp in consumer.assignment()
                 }
             )
-        finally:
-            await consumer.stop()
+        except BaseException:
+            self._readers.pop(destination, None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 5)
+            raise
         return out
+
+    async def _reader(self, destination: str) -> AIOKafkaConsumer:
+        consumer = self._readers.get(destination)
+        if consumer is not None:
+            return consumer
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.url,
+            group_id=self.reader_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            numbers = await (await self.producer()).partitions_for(destination)
+            consumer.assign([TopicPartition(destination, p) for p in sorted(numbers)])
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._readers[destination] = consumer
+        return consumer
 
     async def committed(self, group: str, topic: str) -> dict[int, int | None]:
         """``group``'s committed offset of each partition of ``topic`` (no group join)."""
@@ -186,7 +205,7 @@ class Probe:
 
     async def stop(self) -> None:
         """Stop a private broker's tansu (its storage stays)."""
-        await self._drop_producer()
+        await self._drop_clients()
         assert self.server is not None
         await asyncio.to_thread(self.server.stop_tansu)
 
@@ -195,15 +214,17 @@ class Probe:
         await asyncio.to_thread(self.server.start_tansu)
 
     async def close(self) -> None:
-        await self._drop_producer()
+        await self._drop_clients()
         if self.server is not None:
             await asyncio.to_thread(self.server.stop)
 
-    async def _drop_producer(self) -> None:
+    async def _drop_clients(self) -> None:
+        """Stop the producer and the readers (closed, or the broker is going away)."""
         producer, self._producer = self._producer, None
-        if producer is not None:
+        readers, self._readers = list(self._readers.values()), {}
+        for client in [*readers, *([producer] if producer is not None else [])]:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5)
+                await asyncio.wait_for(client.stop(), 5)
 
 
 class Server:

@@ -56,7 +56,8 @@ class Probe:
         deadline = time.monotonic() + timeout_s
         while True:
             last = self.offsets.get(destination, "0-0")
-            got = await self.client.xread({destination: last}, count=1000, block=100)
+            block = 100 if len(out) < n else None  # once n came: only what is there already
+            got = await self.client.xread({destination: last}, count=1000, block=block)
             for _stream, entries in got or []:
                 for entry_id, fields in entries:
                     self.offsets[destination] = entry_id.decode()

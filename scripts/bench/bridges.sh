@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The queue bridges' benchmark (see scripts/bench/bridges.py): messages/s per bridge vs
 # synchronous req/s, and a message's end-to-end latency.
-#   ./scripts/bench/bridges.sh [--messages 2000] [--latency-runs 100] [--json bench-bridges.json]
+#   ./scripts/bench/bridges.sh [--messages 6000] [--sqs-messages 300] [--latency-runs 100] [--json bench-bridges.json]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./scripts/setup.sh --dev

@@ -151,6 +151,16 @@ async def test_publish_refused_is_undeliverable_and_the_connection_stays(
         await transport.publish(names[1], b"\xff\xfe", message_id="y", correlation_id=None)
     await transport.publish(names[1], b"{}", message_id="z", correlation_id=None)
     assert await sqs.read(names[1], 1, timeout_s=10) == [b"{}"]
+    # sent at the same moment (one batch), a body over SQS's size limit is refused alone
+    sent = await asyncio.gather(
+        *(
+            transport.publish(names[1], body, message_id=f"m{i}", correlation_id=None)
+            for i, body in enumerate([b'"a"', b'"' + b"x" * (1100 * 1024) + b'"', b'"b"'])
+        ),
+        return_exceptions=True,
+    )
+    assert sent[0] is None and sent[2] is None and isinstance(sent[1], UndeliverableError)
+    assert sorted(await sqs.read(names[1], 2, timeout_s=10)) == [b'"a"', b'"b"']
 
 
 async def test_lag_counts_messages_waiting_not_those_held(

@@ -155,7 +155,7 @@ class Probe:
                 continue
             if len(out) >= n or time.monotonic() > deadline:
                 return out
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.005)  # (a message waited for is seen within a few ms)
 
     async def read(self, destination: str, n: int, timeout_s: float) -> list[bytes]:
         return [message.body for message in await self.take(destination, n, timeout_s)]

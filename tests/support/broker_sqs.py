@@ -183,6 +183,19 @@ class Probe:
             **extra,
         )
 
+    async def send_many(self, destination: str, bodies: list[bytes]) -> None:
+        """Send as a producer with many messages does: ``SendMessageBatch``es of ten (a
+        standard queue; no attributes)."""
+        client, url = await self.client(), await self.queue_url(destination)
+        for start in range(0, len(bodies), 10):
+            entries = [
+                {"Id": str(i), "MessageBody": body.decode("utf-8")}
+                for i, body in enumerate(bodies[start : start + 10])
+            ]
+            answer = await client.send_message_batch(QueueUrl=url, Entries=entries)
+            if answer.get("Failed"):
+                raise RuntimeError(f"SQS refused messages: {answer['Failed']}")
+
     async def take(self, destination: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
         """The messages on ``destination`` (deleted), with their attributes."""
         client, url = await self.client(), await self.queue_url(destination)

@@ -23,7 +23,7 @@ from noa.errors import (
 )
 from noa.providers.base import Body, Provider
 from noa.routing.breakers.board import Breakers, State
-from noa.routing.breakers.hub import BreakerHub, BreakerLink, ChangeOutbox
+from noa.routing.breakers.hub import BreakerHub, BreakerLink, ChangeOutbox, stop_tasks
 from noa.routing.quota import ProviderQuota
 from noa.routing.registry import ModelRegistry, ProviderInfo
 from noa.routing.router import Router
@@ -588,3 +588,26 @@ async def test_cancelling_a_call_releases_everything() -> None:
     stats = router.stats.get("p3/c")
     assert stats.in_flight == 0 and stats.failures == 0
     assert router.breakers.get("p3/c").consecutive == 0
+
+
+async def test_stop_tasks_ends_a_loop_that_swallowed_its_cancellation() -> None:
+    """A loop whose library ate the first cancel (redis-py's get_message can) still ends."""
+    swallowed = []
+
+    async def loop() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if not swallowed:  # the first cancel is lost in a library
+                    swallowed.append(True)
+                    current = asyncio.current_task()
+                    assert current is not None
+                    current.uncancel()
+                    continue
+                raise
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(stop_tasks([task], again_s=0.01), 5)
+    assert swallowed and task.cancelled()

@@ -224,10 +224,17 @@ class BreakerLink:
         await stop_tasks(self._tasks)
 
 
-async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel background loops and wait until each has ended."""
+async def stop_tasks(tasks: list[asyncio.Task[None]], again_s: float = 1.0) -> None:
+    """Cancel background loops and wait until each has ended, cancelling again every
+    ``again_s`` a loop that is still running: a library that swallows a cancellation (redis-py's
+    ``PubSub.get_message`` does when it meets its own timeout) would otherwise keep the loop,
+    and whoever waits for it, going forever."""
     for task in tasks:
         task.cancel()
     for task in tasks:
+        while not task.done():
+            await asyncio.wait({task}, timeout=again_s)
+            if not task.done():
+                task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task

@@ -88,6 +88,7 @@ class RedisBreakerRelay:
         self._claim = self._client.register_script(_CLAIM)
         self._outbox = outbox
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False  # (a loop stops on it too: redis-py may swallow a cancellation)
         self._down_until = 0.0  # claims skip Redis until then, after an error
         self._healthy = True
         self.subscribed = asyncio.Event()
@@ -146,14 +147,14 @@ class RedisBreakerRelay:
                 self._failed(f"share {key} {state}", e)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL)
                 await self._load()  # after subscribing, so nothing falls in between
                 self.subscribed.set()
                 self._succeeded()
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is not None:
                         self._apply(message.get("data"))
@@ -187,6 +188,7 @@ class RedisBreakerRelay:
             logger.warning("breakers: ignoring a malformed message on %s: %s", CHANNEL, e)
 
     async def aclose(self) -> None:
+        self._closing = True
         await stop_tasks(self._tasks)
         for client in (self._client, self._listener):
             with contextlib.suppress(Exception):

@@ -185,7 +185,12 @@ def bridge(
         bridge_core,
         transport_factory(cfg.kind, where),
         ReplyOutbox(database, cfg.name, clock),
-        settings or WorkerSettings(cfg.concurrency, cfg.max_queue_depth),
+        settings
+        or WorkerSettings(
+            cfg.concurrency,
+            cfg.max_queue_depth,
+            reply_batch=max(64, cfg.concurrency),  # answers owed go out as many at a time
+        ),
         owner=consumer,
         kind=cfg.kind,
         metrics=metrics,

@@ -119,10 +119,13 @@ def producer(broker: Any, source: str, n: int, tag: str) -> Any:
 
 
 async def drained(broker: Any, destination: str, n: int) -> set[str]:
+    """The ids of ``n`` messages read from ``destination`` (RabbitMQ: pushed to a consumer, as
+    a reader of many takes them, rather than one ``basic.get`` per message)."""
+    read = getattr(broker, "consume", None) or broker.read
     seen: set[str] = set()
     deadline = time.perf_counter() + 600
     while len(seen) < n and time.perf_counter() < deadline:
-        for raw in await broker.read(destination, n - len(seen), timeout_s=1.0):
+        for raw in await read(destination, n - len(seen), timeout_s=1.0):
             seen.add(orjson.loads(raw)["id"])
     return seen
 

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from noa.queues.rabbitmq import RabbitMqTransport
 from noa.queues.transport import Endpoints, Transport
@@ -156,6 +156,39 @@ class Probe:
             if len(out) >= n or time.monotonic() > deadline:
                 return out
             await asyncio.sleep(0.005)  # (a message waited for is seen within a few ms)
+
+    async def consume(self, destination: str, n: int, timeout_s: float) -> list[bytes]:
+        """Up to ``n`` messages from ``destination`` as a consumer of many takes them: pushed
+        by the broker (``basic.consume``, 1,000 unacknowledged at most), acknowledged as they
+        come; returns once ``n`` came or ``timeout_s`` passed (the benchmark's reader)."""
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            await self.channel()
+            connection = self._connection
+        assert connection is not None
+        channel = await connection.channel()
+        try:
+            await channel.set_qos(prefetch_count=1000)
+            queue = await channel.declare_queue(destination, passive=True)
+            out: list[bytes] = []
+            done = asyncio.Event()
+
+            async def take(message: AbstractIncomingMessage) -> None:
+                if len(out) >= n:
+                    await message.nack(requeue=True)  # (one more than asked: left there)
+                    return
+                out.append(message.body)
+                await message.ack()
+                if len(out) >= n:
+                    done.set()
+
+            tag = await queue.consume(take)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout_s)
+            await queue.cancel(tag)
+            return out
+        finally:
+            await channel.close()
 
     async def read(self, destination: str, n: int, timeout_s: float) -> list[bytes]:
         return [message.body for message in await self.take(destination, n, timeout_s)]

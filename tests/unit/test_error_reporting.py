@@ -43,4 +43,17 @@ def test_off_without_a_dsn_and_masked_with_one() -> None:
         assert "a prompt held in a local" not in text
         assert "[email]" in text and "[key]" in text
     finally:
-        sentry_sdk.init()  # off again for the other tests
+        off()
+
+
+def off() -> None:
+    """Sentry off again for the other tests of this process: no client at all (a bare
+    ``sentry_sdk.init()`` would leave one with the SDK's default integrations, whose asyncpg
+    breadcrumbs keep every query's parameters: a 1 MiB file chunk each)."""
+    sentry_sdk.get_client().close()
+    for scope in (
+        sentry_sdk.get_global_scope(),
+        sentry_sdk.get_isolation_scope(),
+        sentry_sdk.get_current_scope(),
+    ):
+        scope.set_client(None)

@@ -197,6 +197,9 @@ def start_rabbitmq(started: Started) -> str:
         "RABBITMQ_LOG_BASE": str(home / "log"),
         "RABBITMQ_PID_FILE": str(home / "rabbit.pid"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+        # Erlang's schedulers spin while idle, by default: on a machine shared with NOA and the
+        # other services that spinning takes the cores they need, so they sleep instead
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+sbwt none +sbwtdcpu none +sbwtdio none",
     }
     (home / "enabled_plugins").write_text("[].\n")
     (started.state / "rabbitmq.env").write_text(json.dumps(env))

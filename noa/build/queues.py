@@ -189,7 +189,8 @@ def bridge(
         or WorkerSettings(
             cfg.concurrency,
             cfg.max_queue_depth,
-            reply_batch=max(64, cfg.concurrency),  # answers owed go out as many at a time
+            reply_batch=max(64, cfg.concurrency),  # answers owed claimed as many at a time
+            reply_window=4 * max(64, cfg.concurrency),  # and a few such batches on their way
         ),
         owner=consumer,
         kind=cfg.kind,

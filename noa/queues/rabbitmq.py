@@ -12,7 +12,9 @@ What it promises:
   most ``prefetch`` messages not yet acknowledged; they wait in an in-memory queue that
   ``receive`` drains. Whatever was handed out and not acknowledged (received or still waiting
   here) is requeued by the broker when the connection closes, and delivered again with the
-  same ``message_id``.
+  same ``message_id``. Acks asked for in the same turn of the event loop go out together
+  (``_Acks``: one ``multiple`` ack for a run of consecutive deliveries), never waiting for a
+  message that is not acknowledged yet.
 - **Durable queues, persistent messages, publisher confirms**: with ``Endpoints.declare`` the
   source, reply and dead-letter queues are declared durable. ``publish`` sends to the default
   exchange (routing key = the destination queue) with ``delivery_mode`` persistent,
@@ -60,6 +62,49 @@ class BrokerGone(ConnectionError):
 _CLOSED = object()  # put on a link's inbox when it dies, to wake a waiting receive
 
 
+class _Acks:
+    """The acknowledgements asked for in one turn of the event loop, sent together: from the
+    oldest delivery not yet acknowledged, the longest run of tags all asked for goes as one
+    ``basic.ack(multiple=True)``, any other as its own ``basic.ack``. Nothing waits past that
+    turn, so a message still being stored never holds back another's acknowledgement, and a
+    multiple ack never covers a message that was not asked for."""
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self.outstanding: set[int] = set()  # delivered, not yet acknowledged
+        self._asked: set[int] = set()
+        self._sent: asyncio.Future[None] | None = None  # the coming flush
+
+    def delivered(self, tag: int) -> None:
+        self.outstanding.add(tag)
+
+    async def ack(self, tag: int) -> None:
+        self._asked.add(tag)
+        if self._sent is None:
+            self._sent = asyncio.get_running_loop().create_future()
+            self._sent.add_done_callback(lambda f: f.cancelled() or f.exception())
+            asyncio.get_running_loop().create_task(self._flush(self._sent))
+        await asyncio.shield(self._sent)
+
+    async def _flush(self, sent: asyncio.Future[None]) -> None:
+        asked, self._asked, self._sent = self._asked, set(), None
+        run: int | None = None
+        for tag in sorted(self.outstanding):
+            if tag not in asked:
+                break
+            run = tag
+        self.outstanding -= asked
+        try:
+            if run is not None:
+                await self.channel.basic_ack(run, multiple=True)
+            for tag in sorted(t for t in asked if run is None or t > run):
+                await self.channel.basic_ack(tag)
+        except Exception as e:
+            sent.set_exception(BrokerGone(f"acknowledging on RabbitMQ failed: {e!r}"))
+            return
+        sent.set_result(None)
+
+
 class _Link:
     """One connection's state: its channels, the consumer's inbox, why it died."""
 
@@ -68,6 +113,7 @@ class _Link:
         self.consume: AbstractChannel | None = None
         self.publish: AbstractChannel | None = None
         self.underlay: aiormq.abc.AbstractChannel | None = None  # the consumer's AMQP channel
+        self.acks: _Acks | None = None
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.failure: BaseException | None = None
         self.closing = False
@@ -85,7 +131,9 @@ class _Link:
         self.fail(BrokerGone("RabbitMQ cancelled the consumer (was the source queue deleted?)"))
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
-        if self.failure is None and not self.closing:
+        if self.failure is None and not self.closing and self.acks is not None:
+            assert message.delivery_tag is not None  # consumed with no_ack=False
+            self.acks.delivered(message.delivery_tag)
             self.inbox.put_nowait(message)
 
     def check(self) -> None:
@@ -147,6 +195,7 @@ class RabbitMqTransport:
             )
             link.underlay = await link.consume.get_underlay_channel()
             link.underlay.on_consumer_cancel_callbacks.add(link.on_cancel)
+            link.acks = _Acks(link.underlay)
             await queue.consume(link.on_message, no_ack=False, timeout=self.connect_timeout_s)
             link.check()
         except BaseException:
@@ -212,7 +261,8 @@ class RabbitMqTransport:
             # a delivery of an earlier connection or a closed channel: its tag means nothing
             # on this channel, and the broker requeued it when that channel closed
             raise BrokerGone("the delivery came on an earlier RabbitMQ connection")
-        await message.ack()
+        assert link.acks is not None and message.delivery_tag is not None
+        await link.acks.ack(message.delivery_tag)
 
     async def publish(
         self, destination: str, body: bytes, *, message_id: str, correlation_id: str | None

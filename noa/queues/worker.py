@@ -27,7 +27,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from noa.access.coalescing import Coalescer
@@ -38,12 +38,11 @@ from noa.observability.metrics import Metrics
 from noa.queues.bridge import Bridge
 from noa.queues.bridge_health import BridgeHealth
 from noa.queues.envelope import Inbound, Poison, dead_job, result
+from noa.queues.pacing import Clock, DepthGate, Sleep, sleep_or_stop
 from noa.queues.transport import Delivery, Transport, UndeliverableError
 
 logger = logging.getLogger("noa.queues.worker")
 STORE_BATCH = 256  # messages stored in one transaction at most
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,8 @@ class WorkerSettings:
     reconnect_base_s: float = 0.5
     reconnect_cap_s: float = 30.0
     reply_lease_s: float = 30.0
-    reply_batch: int = 64
+    reply_batch: int = 64  # owed answers claimed at a time ...
+    reply_window: int = 256  # ... and on their way to the broker at most (several batches)
     poll_min_s: float = 0.02  # the reply outbox is looked at this often while busy ...
     poll_max_s: float = 0.5  # ... and this often when idle
     busy_s: float = 10.0  # busy: a message was taken or a result published this recently
@@ -93,8 +93,14 @@ class BridgeWorker:
         self.health = BridgeHealth(bridge.settings.name, kind)
         self._wake = asyncio.Event()  # a job of this bridge was stored: look for replies soon
         self._busy_at = 0.0  # when a message was last taken or a result last published
-        self._depth: dict[str, tuple[float, int]] = {}  # model -> (counted at, queued)
-        self._depth_lock = asyncio.Lock()
+        self._gate = DepthGate(
+            bridge.store,
+            settings.max_queue_depth,
+            settings.depth_check_s,
+            self.health,
+            clock,
+            sleep,
+        )
         # messages checked meanwhile are stored together: one transaction for many
         self._stores: Coalescer[Inbound, bool] = Coalescer(self.bridge.submit_many, STORE_BATCH)
 
@@ -134,7 +140,7 @@ class BridgeWorker:
                 self.settings.reconnect_cap_s,
                 rng=self.rng,
             )
-            await _sleep_or_stop(self.sleep, delay, stop)
+            await sleep_or_stop(self.sleep, delay, stop)
 
     def _up(self) -> None:
         self.health.connected, self.health.since = True, self.clock()
@@ -209,7 +215,7 @@ class BridgeWorker:
                 return
             model = inbound.body.get("model")
             if isinstance(model, str):
-                await self._room_for(model, stop)
+                await self._gate.room_for(model, stop)
             failures = 0
             while True:  # the message stays held until its job is durable
                 try:
@@ -220,7 +226,7 @@ class BridgeWorker:
                     self.health.last_error = f"storing a job: {type(e).__name__}: {e}"[:500]
                     logger.warning("bridge %s: %s", self.name, self.health.last_error)
                     delay = backoff_s(min(failures, 30) - 1, 0.2, 10.0, rng=self.rng)
-                    if await _sleep_or_stop(self.sleep, delay, stop):
+                    if await sleep_or_stop(self.sleep, delay, stop):
                         return
             await transport.ack(delivery)
             self.health.taken += 1
@@ -234,66 +240,62 @@ class BridgeWorker:
             if not broken.done():
                 broken.set_result(e)
 
-    async def _room_for(self, model: str, stop: asyncio.Event) -> None:
-        """Wait while ``model``'s job queue is at ``max_queue_depth``; then count this
-        message in (so messages held together do not all pass on one count)."""
-        limit = self.settings.max_queue_depth
-        if limit is None:
-            return
-        waited = False
-        try:
-            while not stop.is_set():
-                async with self._depth_lock:
-                    if await self._queued(model, limit) < limit:
-                        checked_at, count = self._depth[model]
-                        self._depth[model] = (checked_at, count + 1)
-                        return
-                if not waited:
-                    waited = True
-                    self.health.waiting_for_room += 1
-                await _sleep_or_stop(self.sleep, self.settings.depth_check_s, stop)
-        finally:
-            if waited:
-                self.health.waiting_for_room -= 1
-
-    async def _queued(self, model: str, limit: int) -> int:
-        """``model``'s queued jobs: counted at most every ``depth_check_s`` (up to ``limit``),
-        plus the messages let in since."""
-        now = self.clock()
-        checked = self._depth.get(model)
-        if checked is None or now - checked[0] >= self.settings.depth_check_s:
-            checked = (now, await self.store.model_queued(model, limit))
-            self._depth[model] = checked
-        return checked[1]
-
     # -- publishing --------------------------------------------------------------------------
 
     async def _publish(self, transport: Transport, stop: asyncio.Event) -> None:
         s = self.settings
         pause = s.poll_min_s
-        while not stop.is_set():
-            self._wake.clear()
-            due = await self.outbox.next_due()  # a read: claims (writes) only when due
-            replies = []
-            if due is not None and due <= self.clock():
-                replies = await self.outbox.claim(self.owner, s.reply_batch, s.reply_lease_s)
-            if replies:
-                self._busy_at = self.clock()
-                outcomes = await asyncio.gather(
-                    *(self._send(transport, r) for r in replies), return_exceptions=True
-                )
-                sent = [r for r, ok in zip(replies, outcomes, strict=True) if ok is True]
-                await self.outbox.sent_many(sent, self.owner)
-                for outcome in outcomes:
-                    if isinstance(outcome, BaseException):
-                        raise outcome  # the broker is away: reconnect
-                continue
-            busy = self.clock() - self._busy_at < s.busy_s
-            pause = s.poll_min_s if busy else min(s.poll_max_s, pause * 2)
-            if due is not None:
-                pause = max(s.poll_min_s, min(pause, due - self.clock()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
+        window = max(s.reply_batch, s.reply_window)
+        sending: dict[asyncio.Task[None], int] = {}  # a claimed batch on its way -> its size
+        broken: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        try:
+            while not stop.is_set():
+                if broken.done():
+                    raise broken.result()  # the broker is away: reconnect
+                room = window - sum(sending.values())
+                if room <= 0:  # the next batch is claimed while earlier ones await the broker
+                    await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                self._wake.clear()
+                due = await self.outbox.next_due()  # a read: claims (writes) only when due
+                replies = []
+                if due is not None and due <= self.clock():
+                    limit = min(s.reply_batch, room)
+                    replies = await self.outbox.claim(self.owner, limit, s.reply_lease_s)
+                if replies:
+                    self._busy_at = self.clock()
+                    task = asyncio.create_task(self._send_batch(transport, replies, broken))
+                    sending[task] = len(replies)
+                    task.add_done_callback(lambda done: sending.pop(done, None))
+                    continue
+                busy = self.clock() - self._busy_at < s.busy_s
+                pause = s.poll_min_s if busy else min(s.poll_max_s, pause * 2)
+                if due is not None:
+                    pause = max(s.poll_min_s, min(pause, due - self.clock()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), pause)
+        finally:
+            for task in list(sending):
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _send_batch(
+        self, transport: Transport, replies: list[Reply], broken: asyncio.Future[BaseException]
+    ) -> None:
+        """Publish claimed ``replies`` together and delete the rows of those the broker has; a
+        failure of the broker (or the database) is put on ``broken`` for the loop to raise."""
+        try:
+            outcomes = await asyncio.gather(
+                *(self._send(transport, r) for r in replies), return_exceptions=True
+            )
+            sent = [r for r, ok in zip(replies, outcomes, strict=True) if ok is True]
+            await self.outbox.sent_many(sent, self.owner)
+            failure = next((o for o in outcomes if isinstance(o, Exception)), None)
+        except Exception as e:
+            failure = e
+        if failure is not None and not broken.done():
+            broken.set_result(failure)
+            self._wake.set()
 
     async def _send(self, transport: Transport, reply: Reply) -> bool:
         """Publish ``reply``'s message: True once the broker has it (its row is then the
@@ -345,7 +347,7 @@ class BridgeWorker:
                 self.health.lag = None
             if self.health.lag is not None:
                 self._gauge("noa_bridge_lag", self.health.lag)
-            await _sleep_or_stop(self.sleep, self.settings.lag_every_s, stop)
+            await sleep_or_stop(self.sleep, self.settings.lag_every_s, stop)
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -356,16 +358,3 @@ class BridgeWorker:
     def _gauge(self, name: str, value: float) -> None:
         if self.metrics is not None:
             self.metrics[name].set((self.name,), float(value))
-
-
-async def _sleep_or_stop(sleep: Sleep, seconds: float, stop: asyncio.Event) -> bool:
-    """Sleep ``seconds`` or until ``stop``; whether it was stopped."""
-    if stop.is_set():
-        return True
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(sleep(seconds))]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waits:
-            waiter.cancel()
-    return stop.is_set()

@@ -107,6 +107,40 @@ async def test_not_acked_then_closed_is_delivered_again_with_the_same_id(
     assert await second.receive(10, wait_s=0.3) == []
 
 
+async def test_acks_sent_together_cover_only_the_messages_acknowledged(
+    rabbit: Probe, names: tuple[str, str, str], transports: list[RabbitMqTransport]
+) -> None:
+    """Acks made at once go as one multiple ack for a run of consecutive deliveries (and single
+    acks for the rest): the ones not acknowledged, between and after them, come back."""
+    ends = rabbit.endpoints(*names)
+    await rabbit.create(*names)
+    for i in range(10):
+        await rabbit.send(names[0], b"{}", message_id=f"m-{i}")
+    first = await connected(transports, ends)
+    got = await gather(first, 10)
+    assert [d.broker_id for d in got] == [f"m-{i}" for i in range(10)]
+    link = first._link
+    assert link is not None and link.acks is not None
+    sent: list[tuple[int, bool]] = []
+    channel = link.acks.channel
+
+    class Spy:  # the AMQP channel, its basic.acks recorded
+        async def basic_ack(self, tag: int, multiple: bool = False) -> None:
+            sent.append((tag, multiple))
+            await channel.basic_ack(tag, multiple=multiple)
+
+    link.acks.channel = Spy()  # type: ignore[assignment]
+    acked = [0, 1, 2, 3, 4, 7]
+    await asyncio.gather(*(first.ack(got[i]) for i in acked))
+    await first.ack(got[9])  # a later turn: the run before it is broken by m-5, m-6, m-8
+    assert sent == [(5, True), (8, False), (10, False)]  # delivery tags count from 1
+    await first.close()  # after the acks, on the same connection
+    second = await connected(transports, ends)
+    again = await gather(second, 3)
+    assert sorted(d.broker_id or "" for d in again) == ["m-5", "m-6", "m-8"]
+    assert await second.receive(10, wait_s=0.3) == []
+
+
 async def test_publish_lands_persistent_with_message_and_correlation_ids(
     rabbit: Probe, names: tuple[str, str, str], transports: list[RabbitMqTransport]
 ) -> None:

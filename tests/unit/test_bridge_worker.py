@@ -39,6 +39,8 @@ class Broker:
         self.down = False
         self.missing: set[str] = set()
         self.connections = 0
+        self.confirms: asyncio.Event | None = None  # when set: publishes wait for it ...
+        self.publishing = 0  # ... and those waiting are counted
 
     def put(self, name: str, body: bytes) -> None:
         self.queues.setdefault(name, []).append(body)
@@ -85,6 +87,12 @@ class Memory:
         self._check()
         if destination in self.broker.missing:
             raise UndeliverableError(f"no queue {destination}")
+        if self.broker.confirms is not None:
+            self.broker.publishing += 1
+            try:
+                await self.broker.confirms.wait()
+            finally:
+                self.broker.publishing -= 1
         self.broker.put(destination, body)
 
     async def lag(self) -> int | None:
@@ -243,7 +251,12 @@ async def test_a_refused_destination_is_retried_without_reconnecting(db: Databas
         await complete_all(store)
         await until(lambda: len(broker.queues.get("out", [])) == 1)
         outbox = ReplyOutbox(db, "orders")
-        assert await outbox.pending() == 1  # m-1's answer, due again later
+
+        async def refused() -> bool:  # m-2's row deleted, m-1's due again later
+            row = await db.fetchrow("SELECT last_error FROM noa_bridge_replies")
+            return await outbox.pending() == 1 and row is not None and bool(row["last_error"])
+
+        await until(refused)
         broker.missing.clear()
         row = await db.fetchrow("SELECT last_error FROM noa_bridge_replies")
         assert row is not None and "no queue elsewhere" in row["last_error"]
@@ -253,6 +266,36 @@ async def test_a_refused_destination_is_retried_without_reconnecting(db: Databas
     await running(w, body)
     assert w.health.reconnects == 0 and broker.connections == 1
     assert [m["id"] for m in broker.got("out")] == ["m-2"]
+
+
+async def test_later_answers_are_claimed_while_earlier_ones_await_the_broker(
+    db: Database,
+) -> None:
+    broker, store = Broker(), JobStore(db)
+    broker.confirms = asyncio.Event()
+    for i in range(7):
+        broker.put("in", message(i))
+    w = worker(db, broker, store, reply_batch=2, reply_window=5)
+
+    async def body(stop: asyncio.Event) -> None:
+        async def seven() -> bool:
+            return await jobs(db) == 7
+
+        await until(seven)
+        await complete_all(store)
+        # three batches of two claimed, the third cut to one: five on their way, none confirmed
+        await until(lambda: broker.publishing == 5)
+        for _ in range(5):  # several polls of the outbox: no sixth while the window is full
+            await asyncio.sleep(FAST.poll_max_s)
+            assert broker.publishing == 5 and "out" not in broker.queues
+        assert await ReplyOutbox(db, "orders").pending() == 7
+        assert broker.confirms is not None
+        broker.confirms.set()
+        await until(lambda: len(broker.queues.get("out", [])) == 7)
+
+    await running(w, body)
+    assert sorted(m["id"] for m in broker.got("out")) == [f"m-{i}" for i in range(7)]
+    assert await ReplyOutbox(db, "orders").pending() == 0
 
 
 async def test_answers_owed_while_the_broker_was_away_go_out_when_it_is_back(

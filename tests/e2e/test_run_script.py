@@ -21,11 +21,14 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_run_script_serves_the_local_model_and_stops_on_ctrl_c() -> None:
+def test_run_script_serves_the_local_model_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "NOA_MASTER"))}
     env.update(
         {
+            # a home of its own, as on a fresh machine: not the suite's database, which the
+            # shared cluster (master key on, keys made by the tests) uses
+            "NOA_HOME": str(tmp_path / "noa-home"),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             "RAY_USAGE_STATS_ENABLED": "0",

@@ -54,7 +54,7 @@ def test_run_script_serves_the_local_model_and_stops_on_ctrl_c(tmp_path: Path) -
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        assert ready.wait(300), "".join(lines[-50:])
+        assert ready.wait(300), "".join(lines[-50:]) + listeners(port)
         output = "".join(lines)
         assert f"http://127.0.0.1:{port}" in output
         assert "local/smollm2-135m-instruct" in output
@@ -102,3 +102,18 @@ def test_run_script_serves_the_local_model_and_stops_on_ctrl_c(tmp_path: Path) -
         time.sleep(0.5)
     else:
         pytest.fail("something still answers on the port after shutdown")
+
+
+def listeners(port: int) -> str:
+    """Who listens on ``port`` (a failure's context: another server answering there)."""
+    import psutil
+
+    found = []
+    for c in psutil.net_connections("tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port:
+            try:
+                who = " ".join(psutil.Process(c.pid).cmdline())[:300] if c.pid else "?"
+            except psutil.Error:
+                who = "?"
+            found.append(f"\n  {c.laddr.ip}:{port} pid {c.pid}: {who}")
+    return f"\nlisteners on {port}:" + ("".join(found) or " none")

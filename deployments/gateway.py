@@ -11,7 +11,6 @@ through ``handle.options(stream=True)``:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,6 +26,7 @@ from noa.build import jobs as jobs_build
 from noa.build.jobs import HandleJobs
 from noa.config import parse_config
 from noa.errors import NotFoundError
+from noa.jobs.waking import Waker
 from noa.wire.operations import Operation
 
 Body = dict[str, Any]
@@ -53,13 +53,8 @@ class Gateway:
         self.parts = gateway.served(cfg, local, router, health, cache, limiter, replica)
         self.jobs: HandleJobs | None = None
         if runner is not None:  # jobs enabled: the job API here, run by the JobRunner
-            waking: set[asyncio.Task[None]] = set()
-
-            def notify() -> None:  # fire and forget: a runner that misses it polls anyway
-                task = asyncio.get_running_loop().create_task(wake_runner(runner))
-                waking.add(task)
-                task.add_done_callback(waking.discard)
-
+            # fire and forget, one call at a time: a runner that misses it polls anyway
+            notify = Waker(lambda: wake_runner(runner))
             self.parts.jobs = jobs_build.api(self.parts, notify=notify)
             self.jobs = HandleJobs(self.parts.jobs, self.parts.access.auth)
         self.limits = LimiterEndpoint(self.parts.access.limiter)

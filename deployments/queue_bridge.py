@@ -12,7 +12,6 @@ lag_policy``. Metrics and health go to the HealthActor (``/metrics``, ``/health/
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ray import serve
@@ -22,6 +21,7 @@ from deployments.gateway import wake_runner
 from deployments.startup import check_where_served
 from noa.build import queues as queues_build
 from noa.config import parse_config
+from noa.jobs.waking import Waker
 from noa.observability.error_reporting import init_error_reporting
 from noa.observability.logs import configure_logging
 from noa.routing.health_center import RemoteHealth
@@ -41,14 +41,8 @@ class QueueBridge:
         cfg = parse_config(config)
         await check_where_served(cfg)  # one SQL store for every node, or no start
         replica = str(serve.get_replica_context().replica_id)
-        waking: set[asyncio.Task[None]] = set()
-
-        def notify() -> None:  # a job was stored: the runner looks now (it polls anyway)
-            if runner is not None:
-                task = asyncio.get_running_loop().create_task(wake_runner(runner))
-                waking.add(task)
-                task.add_done_callback(waking.discard)
-
+        # a job was stored: the runner looks now (it polls anyway); one call at a time
+        notify = Waker(lambda: wake_runner(runner)) if runner is not None else lambda: None
         self.parts = queues_build.bridge(
             cfg, name, replica, notify=notify, report=RemoteHealth(health).report_bridge
         )

@@ -181,6 +181,7 @@ def bridge(
         notify=notify,
     )
     where = endpoints(cfg, consumer, environ)
+    batch = max(64, cfg.concurrency)  # answers owed claimed as many at a time as it may hold
     worker = BridgeWorker(
         bridge_core,
         transport_factory(cfg.kind, where),
@@ -189,8 +190,8 @@ def bridge(
         or WorkerSettings(
             cfg.concurrency,
             cfg.max_queue_depth,
-            reply_batch=max(64, cfg.concurrency),  # answers owed claimed as many at a time
-            reply_window=4 * max(64, cfg.concurrency),  # and a few such batches on their way
+            reply_batch=batch,
+            reply_window=4 * batch,  # a few such batches on their way to the broker at once
         ),
         owner=consumer,
         kind=cfg.kind,
